@@ -1,0 +1,34 @@
+import {Command, Flags} from '@oclif/core';
+import {ConfigError, defaultConfigPath, readConfig} from '../../config.js';
+
+export default class SecretShow extends Command {
+  static override summary = 'Print the secret key that DataFlux Func must sign requests with.';
+  static override description = 'Prints the SECRET_KEY of the config, to paste into the Func connector ("Secret Key"). Reading /etc/dataflux-func-sidecar needs root.';
+  static override examples = [
+    {description: 'The installed service\'s key', command: 'sudo <%= config.bin %> <%= command.id %>'},
+    {description: 'The key of a personal config', command: '<%= config.bin %> <%= command.id %> --config ~/.config/dataflux-func-sidecar/config.json'},
+  ];
+
+  static override enableJsonFlag = true;
+
+  static override flags = {
+    config: Flags.string({summary: 'Config file to read.', env: 'DFFS_CONFIG'}),
+  };
+
+  public async run(): Promise<{secretKey: string; createdAt?: string; config: string}> {
+    const {flags} = await this.parse(SecretShow);
+    const config = flags.config ?? defaultConfigPath();
+    let stored;
+    try {
+      stored = readConfig(config);
+    } catch (error) {
+      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
+      throw error;
+    }
+    if (!stored.SECRET_KEY) {
+      this.error(`${config} has no SECRET_KEY: set one with "sudo ${this.config.bin} secret rotate" or run "${this.config.bin} serve" once`, {exit: 1});
+    }
+    this.log(stored.SECRET_KEY);
+    return {secretKey: stored.SECRET_KEY, ...(stored.SECRET_CREATED_AT ? {createdAt: stored.SECRET_CREATED_AT} : {}), config};
+  }
+}

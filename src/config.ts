@@ -1,0 +1,180 @@
+import {randomBytes} from 'node:crypto';
+import {existsSync} from 'node:fs';
+import {homedir} from 'node:os';
+import {basename, dirname, extname, join, resolve} from 'node:path';
+import Conf from 'conf';
+import {BindError, DEFAULT_BIND, parseBindList, type BindAddress} from './bind.js';
+
+export const SYSTEM_CONFIG_PATH = '/etc/dataflux-func-sidecar';
+
+/** The config file as stored: the manual's BIND and SECRET_KEY, plus tuning keys of our own. */
+export interface StoredConfig {
+  BIND?: string;
+  SECRET_KEY?: string;
+  /** ISO time the current key was set; shown as the secret's age. */
+  SECRET_CREATED_AT?: string;
+  TIMESTAMP_TOLERANCE?: number;
+  COMMAND_TIMEOUT?: number;
+  KILL_GRACE?: number;
+  OUTPUT_LIMIT?: number;
+  BODY_LIMIT?: number;
+  MAX_RUNNING?: number;
+  MAX_QUEUED?: number;
+  DRAIN_TIMEOUT?: number;
+  CALLBACK_RETRIES?: number;
+  CALLBACK_TIMEOUT?: number;
+}
+
+type NumericKey = Exclude<keyof StoredConfig, 'BIND' | 'SECRET_KEY' | 'SECRET_CREATED_AT'>;
+
+/** Bounds and defaults of the numeric keys; times in seconds, sizes in bytes. */
+export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number; max: number; unit: string}> = {
+  TIMESTAMP_TOLERANCE: {default: 300, min: 1, max: 86_400, unit: 'seconds'},
+  COMMAND_TIMEOUT: {default: 3600, min: 1, max: 7 * 86_400, unit: 'seconds'},
+  KILL_GRACE: {default: 5, min: 0, max: 600, unit: 'seconds'},
+  OUTPUT_LIMIT: {default: 10 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},
+  BODY_LIMIT: {default: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024, unit: 'bytes'},
+  MAX_RUNNING: {default: 64, min: 1, max: 4096, unit: 'commands'},
+  MAX_QUEUED: {default: 1024, min: 0, max: 100_000, unit: 'commands'},
+  DRAIN_TIMEOUT: {default: 30, min: 0, max: 86_400, unit: 'seconds'},
+  CALLBACK_RETRIES: {default: 5, min: 0, max: 20, unit: 'retries'},
+  CALLBACK_TIMEOUT: {default: 10, min: 1, max: 600, unit: 'seconds'},
+};
+
+/** The settings the daemon runs with, after defaults and overrides. */
+export interface Settings extends Record<NumericKey, number> {
+  binds: BindAddress[];
+  bindText: string;
+  secretKey: string | undefined;
+  secretCreatedAt: string | undefined;
+}
+
+export class ConfigError extends Error {}
+
+export const MIN_SECRET_LENGTH = 8;
+
+export function defaultConfigPath(uid = process.getuid?.() ?? -1): string {
+  if (uid === 0) return SYSTEM_CONFIG_PATH;
+  const base = process.env.XDG_CONFIG_HOME || join(homedir(), '.config');
+  return join(base, 'dataflux-func-sidecar', 'config.json');
+}
+
+function store(path: string): Conf<StoredConfig> {
+  const absolute = resolve(path);
+  const extension = extname(absolute);
+  return new Conf<StoredConfig>({
+    cwd: dirname(absolute),
+    configName: basename(absolute, extension),
+    fileExtension: extension.slice(1),
+    clearInvalidConfig: false,
+    accessPropertiesByDotNotation: false,
+    // The file holds the secret key: owner only (install widens it to the dffs group).
+    configFileMode: 0o600,
+  });
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Reads and validates a config file; a missing file is an empty config. Throws ConfigError naming file and field. */
+export function readConfig(path: string): StoredConfig {
+  let raw: unknown;
+  try {
+    raw = existsSync(path) ? store(path).store : {};
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES') {
+      throw new ConfigError(`cannot read ${path}: permission denied (run as root, e.g. with sudo, or pass --config)`);
+    }
+    if (error instanceof SyntaxError) {
+      throw new ConfigError(`${path} is not valid JSON (${error.message}); fix or remove the file`);
+    }
+    throw new ConfigError(`cannot read ${path}: ${describe(error)}`);
+  }
+  return validateConfig(raw, path);
+}
+
+export function validateConfig(raw: unknown, path: string): StoredConfig {
+  const fail = (field: string, problem: string): never => {
+    throw new ConfigError(`${path}: ${field} ${problem}`);
+  };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return fail('(whole file)', 'must be a JSON object such as {"BIND": "127.0.0.1:8099", "SECRET_KEY": "..."}');
+  }
+  const config = raw as Record<string, unknown>;
+  for (const [key, value] of Object.entries(config)) {
+    if (key === 'BIND') {
+      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.1:8099,172.17.0.1:8099"');
+      try {
+        parseBindList(value as string);
+      } catch (error) {
+        if (error instanceof BindError) fail(key, `is invalid: ${error.message}`);
+        throw error;
+      }
+    } else if (key === 'SECRET_KEY') {
+      if (typeof value !== 'string') fail(key, 'must be a string');
+      const problem = secretKeyProblem(value as string);
+      if (problem) fail(key, problem);
+    } else if (key === 'SECRET_CREATED_AT') {
+      if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');
+    } else if (key in NUMERIC_SETTINGS) {
+      const {min, max, unit} = NUMERIC_SETTINGS[key as NumericKey];
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+        fail(key, `must be a whole number of ${unit} from ${min} to ${max}`);
+      }
+    } else {
+      fail(key, `is not a known setting (known: BIND, SECRET_KEY, SECRET_CREATED_AT, ${Object.keys(NUMERIC_SETTINGS).join(', ')})`);
+    }
+  }
+  return config as StoredConfig;
+}
+
+/** Why a secret key cannot be used, or undefined when it can. */
+export function secretKeyProblem(key: string): string | undefined {
+  if (key.length < MIN_SECRET_LENGTH) return `is too short: use at least ${MIN_SECRET_LENGTH} characters (32 or more recommended)`;
+  if (!/^[\x21-\x7E]+$/.test(key)) return 'must be printable ASCII without spaces';
+  return undefined;
+}
+
+export function generateSecretKey(): string {
+  // 24 random bytes as 32 URL-safe characters: what Func's connector form takes without escaping.
+  return randomBytes(24).toString('base64url');
+}
+
+export function writeConfig(path: string, config: StoredConfig): void {
+  validateConfig(config, path);
+  try {
+    store(path).store = config;
+  } catch (error) {
+    throw new ConfigError(`cannot write ${path}: ${describe(error)}; the previous file is unchanged`);
+  }
+}
+
+export interface ConfigOverrides {
+  bind?: string;
+  secretKey?: string;
+}
+
+/** Settings from a stored config with defaults applied and command-line overrides on top. */
+export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides = {}, path = 'command line'): Settings {
+  const checked = validateConfig(
+    {
+      ...config,
+      ...(overrides.bind === undefined ? {} : {BIND: overrides.bind}),
+      ...(overrides.secretKey === undefined ? {} : {SECRET_KEY: overrides.secretKey}),
+    },
+    overrides.bind === undefined && overrides.secretKey === undefined ? path : `${path} (with flags)`,
+  );
+  const bindText = checked.BIND ?? DEFAULT_BIND;
+  const numeric = Object.fromEntries(
+    Object.entries(NUMERIC_SETTINGS).map(([key, spec]) => [key, checked[key as NumericKey] ?? spec.default]),
+  ) as Record<NumericKey, number>;
+  return {
+    ...numeric,
+    binds: parseBindList(bindText),
+    bindText,
+    secretKey: checked.SECRET_KEY,
+    secretCreatedAt: checked.SECRET_CREATED_AT,
+  };
+}

@@ -1,0 +1,508 @@
+import {randomUUID} from 'node:crypto';
+import {stat, access, constants} from 'node:fs/promises';
+import type {IncomingMessage, ServerResponse} from 'node:http';
+import {userInfo} from 'node:os';
+import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
+import {checkAuthHeaders, signatureMatches} from '../signature.js';
+import {greeting, VERSION} from '../version.js';
+import {deliverCallback} from './callback.js';
+import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
+import {Listener, type ListenerStatus} from './listeners.js';
+import {ReplayCache} from './replay-cache.js';
+import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
+
+export interface DaemonOptions {
+  configPath: string;
+  overrides?: ConfigOverrides;
+  /** First callback retry delay in ms (tests shorten it). */
+  callbackBackoffMs?: number;
+  historySize?: number;
+}
+
+interface Job {
+  id: string;
+  request: ShellRequest;
+  remote: string;
+  resolve(result: CommandResult): void;
+  result: Promise<CommandResult>;
+}
+
+interface RunningJob {
+  job: Job;
+  command: RunningCommand;
+  startedAt: number;
+}
+
+export interface RunningJobStatus {
+  jobId: string;
+  command: string;
+  pid: number | undefined;
+  startedAt: string;
+  remote: string;
+}
+
+export interface DaemonStatus {
+  version: string;
+  pid: number;
+  startedAt: string;
+  uptimeSeconds: number;
+  configPath: string;
+  bind: ListenerStatus[];
+  secret: {configured: boolean; createdAt?: string};
+  counters: Counters;
+  running: RunningJobStatus[];
+  queued: number;
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: RefusalReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const SHELL_PATH = '/shell';
+
+function notRun(error: string): CommandResult {
+  return {stdout: '', stderr: '', exitCode: null, signal: null, timedOut: false, truncated: false, durationMs: 0, stdoutBytes: 0, stderrBytes: 0, error};
+}
+const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+    ...extraHeaders,
+  });
+  res.end(text);
+}
+
+/** Reads the raw body, or answers 413 when it is over the limit; undefined when refused or aborted. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | undefined> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.pause();
+        resolve('too-large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks, size)));
+    req.on('error', () => resolve(undefined));
+    req.on('aborted', () => resolve(undefined));
+  });
+}
+
+async function checkWorkdir(workdir: string): Promise<void> {
+  let info;
+  try {
+    info = await stat(workdir);
+  } catch {
+    throw new Refusal(400, 'bad-request', `workdir ${workdir} does not exist`);
+  }
+  if (!info.isDirectory()) throw new Refusal(400, 'bad-request', `workdir ${workdir} is not a directory`);
+  try {
+    await access(workdir, constants.X_OK);
+  } catch {
+    throw new Refusal(400, 'bad-request', `workdir ${workdir} cannot be entered by user ${userInfo().username}`);
+  }
+}
+
+/** The sidecar daemon: listeners on every bind address, signed `POST /shell`, the command queue. */
+export class Daemon {
+  readonly bus: EventBus;
+  readonly counters: Counters = emptyCounters();
+  readonly startedAt = Date.now();
+  #settings: Settings;
+  readonly #listeners = new Map<string, Listener>();
+  readonly #replay = new ReplayCache();
+  readonly #running = new Map<string, RunningJob>();
+  readonly #queue: Job[] = [];
+  readonly #callbacks = new Set<Promise<unknown>>();
+  readonly #callbackAbort = new AbortController();
+  readonly #idleWaiters = new Set<() => void>();
+  readonly #baseEnv: Record<string, string>;
+  #stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly options: DaemonOptions,
+    settings: Settings,
+  ) {
+    this.#settings = settings;
+    this.bus = new EventBus(options.historySize);
+    this.bus.subscribe((event) => countEvent(this.counters, event));
+    const user = userInfo();
+    this.#baseEnv = {PATH: SAFE_PATH, HOME: user.homedir, LANG: 'C.UTF-8', USER: user.username, LOGNAME: user.username};
+  }
+
+  /**
+   * Starts listening on every bind address. Settles once each address is listening, waiting for
+   * its network address to appear, or failed; throws only when none can ever serve.
+   */
+  static async start(options: DaemonOptions, onCreated?: (daemon: Daemon) => void): Promise<Daemon> {
+    const settings = resolveSettings(readConfig(options.configPath), options.overrides, options.configPath);
+    const daemon = new Daemon(options, settings);
+    onCreated?.(daemon);
+    daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
+    daemon.#applyBinds();
+    await Promise.all([...daemon.#listeners.values()].map((listener) => listener.ready));
+    const statuses = daemon.listenerStatus();
+    if (statuses.every((status) => status.state === 'failed')) {
+      await daemon.stop();
+      throw new Error(`no bind address could be used:\n${statuses.map((s) => `  ${s.address}: ${s.error}`).join('\n')}`);
+    }
+    return daemon;
+  }
+
+  get settings(): Settings {
+    return this.#settings;
+  }
+
+  listenerStatus(): ListenerStatus[] {
+    return [...this.#listeners.values()].map((listener) => listener.status());
+  }
+
+  status(): DaemonStatus {
+    return {
+      version: VERSION,
+      pid: process.pid,
+      startedAt: new Date(this.startedAt).toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      configPath: this.options.configPath,
+      bind: this.listenerStatus(),
+      secret: {
+        configured: this.#settings.secretKey !== undefined,
+        ...(this.#settings.secretCreatedAt ? {createdAt: this.#settings.secretCreatedAt} : {}),
+      },
+      counters: structuredClone(this.counters),
+      running: [...this.#running.values()].map(({job, command, startedAt}) => ({
+        jobId: job.id,
+        command: job.request.command,
+        pid: command.pid,
+        startedAt: new Date(startedAt).toISOString(),
+        remote: job.remote,
+      })),
+      queued: this.#queue.length,
+    };
+  }
+
+  /** Re-reads the config file (SIGHUP): new keys and limits apply at once, binds are opened and closed as needed. */
+  reload(): void {
+    let next: Settings;
+    try {
+      next = resolveSettings(readConfig(this.options.configPath), this.options.overrides, this.options.configPath);
+    } catch (error) {
+      this.bus.emit({type: 'reload-failed', error: `${(error as Error).message}; keeping the running configuration`});
+      return;
+    }
+    const previous = this.#settings;
+    const changed = (Object.keys(next) as (keyof Settings)[]).filter(
+      (key) => key !== 'binds' && JSON.stringify(next[key]) !== JSON.stringify(previous[key]),
+    );
+    this.#settings = next;
+    if (!this.#stopping) this.#applyBinds();
+    this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => (key === 'secretKey' ? 'SECRET_KEY' : key === 'bindText' ? 'BIND' : key))});
+  }
+
+  #applyBinds(): void {
+    const wanted = new Map(this.#settings.binds.map((address) => [address.label, address]));
+    for (const [label, listener] of this.#listeners) {
+      if (!wanted.has(label)) {
+        void listener.close();
+        this.#listeners.delete(label);
+      }
+    }
+    for (const [label, address] of wanted) {
+      const existing = this.#listeners.get(label);
+      if (existing && existing.state !== 'failed') continue;
+      if (existing) void existing.close();
+      this.#listeners.set(label, new Listener(address, (req, res) => this.#handle(req, res), this.bus));
+    }
+  }
+
+  #refuse(req: IncomingMessage, res: ServerResponse, refusal: Refusal, headers: Record<string, string> = {}): void {
+    this.bus.emit({
+      type: 'request-refused',
+      remote: req.socket.remoteAddress ?? '',
+      status: refusal.status,
+      reason: refusal.reason,
+      message: refusal.message,
+    });
+    sendJson(res, refusal.status, {ok: false, message: refusal.message, reason: refusal.reason}, headers);
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path === '/') {
+      if (req.method === 'GET' || req.method === 'HEAD') {
+        const text = greeting();
+        res.writeHead(200, {'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text)});
+        res.end(req.method === 'HEAD' ? undefined : text);
+        return;
+      }
+      this.#refuse(req, res, new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /: use GET`), {Allow: 'GET, HEAD'});
+      return;
+    }
+    if (path !== SHELL_PATH) {
+      this.#refuse(req, res, new Refusal(404, 'not-found', `no such path ${path.slice(0, 200)}: commands go to POST /shell`));
+      return;
+    }
+    if (req.method !== 'POST') {
+      this.#refuse(req, res, new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /shell: use POST`), {Allow: 'POST'});
+      return;
+    }
+    this.#shell(req, res).catch((error: unknown) => {
+      if (error instanceof Refusal) {
+        // The rest of a refused body is not read: close the connection instead of draining it.
+        res.shouldKeepAlive = false;
+        this.#refuse(req, res, error);
+      } else {
+        sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+      }
+    });
+  }
+
+  async #shell(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const settings = this.#settings;
+    if (this.#stopping) throw new Refusal(503, 'shutting-down', 'the sidecar is shutting down; try again when it is back');
+    if (settings.secretKey === undefined) {
+      throw new Refusal(
+        503,
+        'no-secret',
+        `no secret key is configured: set SECRET_KEY in ${this.options.configPath} (or run "sudo dffs-ctl secret rotate"), then reload the service`,
+      );
+    }
+    const auth = checkAuthHeaders(req.headers);
+    if (!auth.ok) throw new Refusal(401, auth.reason, auth.message);
+
+    const body = await readBody(req, settings.BODY_LIMIT);
+    if (body === undefined) return;
+    if (body === 'too-large') throw new Refusal(413, 'body-too-large', `the body is larger than ${settings.BODY_LIMIT} bytes`);
+
+    if (!signatureMatches([settings.secretKey], auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
+      throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
+    }
+    const timestamp = Number(auth.timestamp);
+    const now = Math.floor(Date.now() / 1000);
+    if (Math.abs(now - timestamp) > settings.TIMESTAMP_TOLERANCE || this.#replay.belowFloor(timestamp)) {
+      throw new Refusal(
+        401,
+        'stale-timestamp',
+        `stale timestamp: ${timestamp} is more than ${settings.TIMESTAMP_TOLERANCE} s from the sidecar's clock (${now}); check both clocks`,
+      );
+    }
+    if (this.#replay.has(auth.nonce)) throw new Refusal(401, 'replayed-nonce', 'replayed nonce: every request needs a new X-Auth-Nonce');
+    this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE);
+
+    let request: ShellRequest;
+    try {
+      request = parseShellRequest(body, settings.COMMAND_TIMEOUT);
+    } catch (error) {
+      if (error instanceof BadRequest) throw new Refusal(400, 'bad-request', error.message);
+      throw error;
+    }
+    if (request.workdir !== undefined) await checkWorkdir(request.workdir);
+
+    const job = this.#newJob(request, req.socket.remoteAddress ?? '');
+    if (!this.#submit(job)) {
+      throw new Refusal(
+        429,
+        'busy',
+        `too many commands: ${this.#running.size} running and ${this.#queue.length} queued; try again later`,
+      );
+    }
+    if (!request.wait) {
+      sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
+      return;
+    }
+    const result = await job.result;
+    if (result.error) {
+      sendJson(res, 500, {ok: false, message: result.error, data: {jobId: job.id}});
+      return;
+    }
+    const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
+    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, jobId: job.id}});
+  }
+
+  #newJob(request: ShellRequest, remote: string): Job {
+    let resolve!: (result: CommandResult) => void;
+    const result = new Promise<CommandResult>((done) => {
+      resolve = done;
+    });
+    const job: Job = {id: randomUUID(), request, remote, resolve, result};
+    this.bus.emit({
+      type: 'request-accepted',
+      jobId: job.id,
+      remote,
+      command: request.command,
+      wait: request.wait,
+      ...(request.workdir ? {workdir: request.workdir} : {}),
+      envKeys: Object.keys(request.envs),
+      ...(request.callbackURL ? {callback: request.callbackURL.origin} : {}),
+      timeoutSeconds: request.timeoutSeconds ?? this.#settings.COMMAND_TIMEOUT,
+    });
+    return job;
+  }
+
+  #submit(job: Job): boolean {
+    if (this.#running.size < this.#settings.MAX_RUNNING) {
+      this.#start(job);
+      return true;
+    }
+    if (this.#queue.length >= this.#settings.MAX_QUEUED) return false;
+    this.#queue.push(job);
+    this.bus.emit({type: 'command-queued', jobId: job.id, queued: this.#queue.length});
+    return true;
+  }
+
+  #start(job: Job): void {
+    const settings = this.#settings;
+    const command = runCommand({
+      command: job.request.command,
+      workdir: job.request.workdir,
+      env: {...this.#baseEnv, ...job.request.envs},
+      timeoutMs: (job.request.timeoutSeconds ?? settings.COMMAND_TIMEOUT) * 1000,
+      killGraceMs: settings.KILL_GRACE * 1000,
+      outputLimit: settings.OUTPUT_LIMIT,
+    });
+    this.#running.set(job.id, {job, command, startedAt: Date.now()});
+    if (command.pid !== undefined) this.bus.emit({type: 'command-started', jobId: job.id, pid: command.pid});
+    void command.result.then((result) => this.#finish(job, result));
+  }
+
+  #finish(job: Job, result: CommandResult): void {
+    this.#running.delete(job.id);
+    const {exitCode, signal, timedOut, durationMs, stdoutBytes, stderrBytes, truncated, error} = result;
+    this.bus.emit({
+      type: 'command-finished',
+      jobId: job.id,
+      exitCode,
+      signal,
+      timedOut,
+      durationMs,
+      stdoutBytes,
+      stderrBytes,
+      truncated,
+      ...(error ? {error} : {}),
+    });
+    job.resolve(result);
+    if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
+    const next = this.#queue.shift();
+    if (next) this.#start(next);
+    this.#notifyIfIdle();
+  }
+
+  #sendCallback(job: Job, url: URL, result: CommandResult): void {
+    const body = JSON.stringify({kwargs: {stdout: result.stdout, stderr: result.stderr}});
+    const headers = {
+      'X-Sidecar-Job-Id': job.id,
+      'X-Sidecar-Exit-Code': result.exitCode === null ? '' : String(result.exitCode),
+      'X-Sidecar-Signal': result.signal ?? '',
+      'X-Sidecar-Timed-Out': String(result.timedOut),
+      'X-Sidecar-Truncated': String(result.truncated),
+      'X-Sidecar-Duration-Ms': String(result.durationMs),
+    };
+    const delivery = deliverCallback(url, body, headers, {
+      retries: this.#settings.CALLBACK_RETRIES,
+      timeoutMs: this.#settings.CALLBACK_TIMEOUT * 1000,
+      backoffMs: this.options.callbackBackoffMs ?? 1000,
+      signal: this.#callbackAbort.signal,
+      onAttempt: (attempt) => {
+        if (attempt.ok) {
+          this.bus.emit({type: 'callback-delivered', jobId: job.id, attempt: attempt.attempt, status: attempt.status ?? 0, durationMs: attempt.durationMs});
+        } else {
+          this.bus.emit({
+            type: 'callback-failed',
+            jobId: job.id,
+            attempt: attempt.attempt,
+            error: attempt.error ?? 'failed',
+            ...(attempt.retryInMs === undefined ? {} : {retryInMs: attempt.retryInMs}),
+          });
+        }
+      },
+    });
+    this.#callbacks.add(delivery);
+    void delivery.finally(() => {
+      this.#callbacks.delete(delivery);
+      this.#notifyIfIdle();
+    });
+  }
+
+  #notifyIfIdle(): void {
+    if (this.#running.size > 0 || this.#queue.length > 0 || this.#callbacks.size > 0) return;
+    for (const wake of this.#idleWaiters) wake();
+    this.#idleWaiters.clear();
+  }
+
+  /** Resolves when no command runs or waits and every callback is settled, or after `ms`; true if idle. */
+  #waitIdle(ms: number): Promise<boolean> {
+    if (this.#running.size === 0 && this.#queue.length === 0 && this.#callbacks.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#idleWaiters.delete(wake);
+        resolve(false);
+      }, ms);
+      this.#idleWaiters.add(wake);
+    });
+  }
+
+  /**
+   * Graceful stop: refuse new work, let commands and their callbacks finish within DRAIN_TIMEOUT,
+   * then kill what is left (and log it), and close every connection.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#drainAndClose();
+    return this.#stopping;
+  }
+
+  /** Stops at once: what is still running is killed and logged as abandoned. */
+  async stopNow(): Promise<void> {
+    this.#abandonAll();
+    await this.stop();
+  }
+
+  #abandonAll(): void {
+    const abandoned = [...this.#running.values()].map(({job}) => job).concat(this.#queue.splice(0));
+    if (abandoned.length > 0) {
+      this.bus.emit({type: 'commands-abandoned', jobIds: abandoned.map((job) => job.id), commands: abandoned.map((job) => job.request.command)});
+    }
+    for (const {command} of this.#running.values()) command.kill('SIGKILL');
+    for (const job of abandoned) {
+      if (!this.#running.has(job.id)) job.resolve(notRun('the sidecar stopped before the command could start'));
+    }
+    this.#callbackAbort.abort();
+    this.#notifyIfIdle();
+  }
+
+  async #drainAndClose(): Promise<void> {
+    const drainMs = this.#settings.DRAIN_TIMEOUT * 1000;
+    this.bus.emit({type: 'stopping', running: this.#running.size, queued: this.#queue.length, drainSeconds: this.#settings.DRAIN_TIMEOUT});
+    const listeners = [...this.#listeners.values()];
+    const closed = Promise.all(listeners.map((listener) => listener.close()));
+    if (!(await this.#waitIdle(drainMs))) {
+      this.#abandonAll();
+      // Killed commands report back at once; a second is plenty.
+      await this.#waitIdle(1000);
+    }
+    for (const listener of listeners) listener.server.closeAllConnections();
+    await closed;
+    this.bus.emit({type: 'stopped'});
+  }
+}

@@ -1,0 +1,159 @@
+/** Everything the daemon reports: logged one line each, kept in a bounded history, counted. */
+export type SidecarEventBody =
+  | {type: 'started'; version: string; pid: number; config: string; bind: string}
+  | {type: 'listening'; address: string; port: number}
+  | {type: 'bind-waiting'; address: string; error: string; retryInMs: number}
+  | {type: 'bind-failed'; address: string; error: string}
+  | {type: 'bind-closed'; address: string}
+  | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
+  | {
+      type: 'request-accepted';
+      jobId: string;
+      remote: string;
+      command: string;
+      wait: boolean;
+      workdir?: string;
+      envKeys: string[];
+      callback?: string;
+      timeoutSeconds: number;
+    }
+  | {type: 'command-queued'; jobId: string; queued: number}
+  | {type: 'command-started'; jobId: string; pid: number}
+  | {
+      type: 'command-finished';
+      jobId: string;
+      exitCode: number | null;
+      signal: string | null;
+      timedOut: boolean;
+      durationMs: number;
+      stdoutBytes: number;
+      stderrBytes: number;
+      truncated: boolean;
+      error?: string;
+    }
+  | {type: 'callback-delivered'; jobId: string; attempt: number; status: number; durationMs: number}
+  | {type: 'callback-failed'; jobId: string; attempt: number; error: string; retryInMs?: number}
+  | {type: 'config-reloaded'; changed: string[]}
+  | {type: 'reload-failed'; error: string}
+  | {type: 'stopping'; running: number; queued: number; drainSeconds: number}
+  | {type: 'commands-abandoned'; jobIds: string[]; commands: string[]}
+  | {type: 'stopped'};
+
+export type RefusalReason =
+  | 'missing-header'
+  | 'malformed-header'
+  | 'bad-signature'
+  | 'stale-timestamp'
+  | 'replayed-nonce'
+  | 'no-secret'
+  | 'bad-request'
+  | 'body-too-large'
+  | 'busy'
+  | 'shutting-down'
+  | 'not-found'
+  | 'method-not-allowed';
+
+export type EventLevel = 'info' | 'warn' | 'error';
+export type SidecarEvent = SidecarEventBody & {time: number; level: EventLevel};
+
+const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
+  'bind-waiting': 'warn',
+  'bind-failed': 'error',
+  'request-refused': 'warn',
+  'callback-failed': 'warn',
+  'reload-failed': 'error',
+  'commands-abandoned': 'error',
+};
+
+export function levelOf(event: SidecarEventBody): EventLevel {
+  if (event.type === 'command-finished' && (event.timedOut || event.error)) return 'warn';
+  if (event.type === 'callback-failed' && event.retryInMs === undefined) return 'error';
+  return LEVELS[event.type] ?? 'info';
+}
+
+export type EventListener = (event: SidecarEvent) => void;
+
+/** An in-process event bus with a bounded history of recent events. */
+export class EventBus {
+  readonly #listeners = new Set<EventListener>();
+  readonly #history: SidecarEvent[] = [];
+  #historyStart = 0;
+
+  constructor(readonly historySize = 1000) {}
+
+  emit(body: SidecarEventBody): SidecarEvent {
+    const event = {...body, time: Date.now(), level: levelOf(body)} as SidecarEvent;
+    if (this.#history.length < this.historySize) {
+      this.#history.push(event);
+    } else {
+      this.#history[this.#historyStart] = event;
+      this.#historyStart = (this.#historyStart + 1) % this.historySize;
+    }
+    for (const listener of this.#listeners) listener(event);
+    return event;
+  }
+
+  subscribe(listener: EventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Recent events, oldest first. */
+  history(): SidecarEvent[] {
+    return [...this.#history.slice(this.#historyStart), ...this.#history.slice(0, this.#historyStart)];
+  }
+}
+
+export interface Counters {
+  requests: number;
+  accepted: number;
+  succeeded: number;
+  failed: number;
+  timedOut: number;
+  refused: number;
+  refusedByReason: Partial<Record<RefusalReason, number>>;
+  callbacksDelivered: number;
+  callbacksFailed: number;
+}
+
+export function emptyCounters(): Counters {
+  return {
+    requests: 0,
+    accepted: 0,
+    succeeded: 0,
+    failed: 0,
+    timedOut: 0,
+    refused: 0,
+    refusedByReason: {},
+    callbacksDelivered: 0,
+    callbacksFailed: 0,
+  };
+}
+
+/** Folds one event into the counters; the single place that defines what each counter means. */
+export function countEvent(counters: Counters, event: SidecarEventBody): void {
+  switch (event.type) {
+    case 'request-accepted':
+      counters.requests++;
+      counters.accepted++;
+      break;
+    case 'request-refused':
+      counters.requests++;
+      counters.refused++;
+      counters.refusedByReason[event.reason] = (counters.refusedByReason[event.reason] ?? 0) + 1;
+      break;
+    case 'command-finished':
+      if (event.timedOut) counters.timedOut++;
+      else if (event.exitCode === 0) counters.succeeded++;
+      else counters.failed++;
+      break;
+    case 'callback-delivered':
+      counters.callbacksDelivered++;
+      break;
+    case 'callback-failed':
+      if (event.retryInMs === undefined) counters.callbacksFailed++;
+      break;
+    default:
+      break;
+  }
+}

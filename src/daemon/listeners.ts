@@ -1,0 +1,118 @@
+import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http';
+import type {AddressInfo} from 'node:net';
+import type {BindAddress} from '../bind.js';
+import type {EventBus} from './events.js';
+
+export type ListenerState = 'starting' | 'listening' | 'waiting' | 'failed' | 'closed';
+
+export interface ListenerStatus {
+  address: string;
+  state: ListenerState;
+  /** The port actually bound (differs from the configured one for port 0). */
+  port?: number;
+  error?: string;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Errors that mean the address may appear later (an interface not up yet): worth retrying. */
+const RETRYABLE = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH']);
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 30_000;
+
+/** One bind address: an HTTP server that keeps trying while its address does not exist yet. */
+export class Listener {
+  readonly server: Server;
+  #state: ListenerState = 'starting';
+  #error: string | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryMs = FIRST_RETRY_MS;
+  #firstOutcome: () => void = () => {};
+  /** Settles when the address is listening, waiting for its address, or failed. */
+  readonly ready: Promise<void>;
+
+  constructor(
+    readonly address: BindAddress,
+    handler: Handler,
+    private readonly bus: EventBus,
+  ) {
+    this.server = createServer(
+      {
+        // Slow clients cannot hold a connection open for long before the request is in.
+        headersTimeout: 10_000,
+        requestTimeout: 30_000,
+        keepAliveTimeout: 5_000,
+        maxHeaderSize: 16 * 1024,
+      },
+      handler,
+    );
+    this.ready = new Promise((resolve) => {
+      this.#firstOutcome = resolve;
+    });
+    this.server.on('error', (error: NodeJS.ErrnoException) => this.#onError(error));
+    this.server.on('listening', () => {
+      this.#state = 'listening';
+      this.#error = undefined;
+      this.#retryMs = FIRST_RETRY_MS;
+      this.bus.emit({type: 'listening', address: address.label, port: this.port ?? address.port});
+      this.#firstOutcome();
+    });
+    this.#listen();
+  }
+
+  get state(): ListenerState {
+    return this.#state;
+  }
+
+  get port(): number | undefined {
+    const info = this.server.address() as AddressInfo | null;
+    return info?.port;
+  }
+
+  status(): ListenerStatus {
+    return {
+      address: this.address.label,
+      state: this.#state,
+      ...(this.port === undefined ? {} : {port: this.port}),
+      ...(this.#error ? {error: this.#error} : {}),
+    };
+  }
+
+  #listen(): void {
+    this.server.listen({host: this.address.host, port: this.address.port, exclusive: true});
+  }
+
+  #onError(error: NodeJS.ErrnoException): void {
+    if (this.#state === 'closed') return;
+    if (error.code && RETRYABLE.has(error.code)) {
+      this.#state = 'waiting';
+      this.#error = `${error.code}: the address does not exist yet`;
+      this.bus.emit({type: 'bind-waiting', address: this.address.label, error: this.#error, retryInMs: this.#retryMs});
+      this.#retryTimer = setTimeout(() => this.#listen(), this.#retryMs);
+      this.#retryMs = Math.min(this.#retryMs * 2, MAX_RETRY_MS);
+    } else {
+      this.#state = 'failed';
+      this.#error =
+        error.code === 'EADDRINUSE'
+          ? `port ${this.address.port} is already in use on ${this.address.host}: stop the other program or choose another BIND`
+          : error.code === 'EACCES'
+            ? `not allowed to bind ${this.address.label} (ports below 1024 need privileges): choose a higher port`
+            : `${error.code ?? 'error'}: ${error.message}`;
+      this.bus.emit({type: 'bind-failed', address: this.address.label, error: this.#error});
+    }
+    this.#firstOutcome();
+  }
+
+  /** Stops accepting; open connections finish their current request. */
+  close(): Promise<void> {
+    clearTimeout(this.#retryTimer);
+    const wasListening = this.#state === 'listening';
+    this.#state = 'closed';
+    if (!wasListening) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+      this.bus.emit({type: 'bind-closed', address: this.address.label});
+    });
+  }
+}

@@ -1,0 +1,135 @@
+// The hot path uses node:child_process rather than execa: measured on this project's 2-core
+// machines (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with
+// execa 9 sequentially (-24%), and 797/s against 505/s eight at a time (-37%).
+import {spawn} from 'node:child_process';
+
+export interface CommandSpec {
+  command: string;
+  workdir?: string;
+  env: Record<string, string>;
+  timeoutMs: number;
+  killGraceMs: number;
+  /** Bytes kept of stdout, and again of stderr. */
+  outputLimit: number;
+}
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  truncated: boolean;
+  durationMs: number;
+  stdoutBytes: number;
+  stderrBytes: number;
+  /** Set when the command could not be started at all. */
+  error?: string;
+}
+
+export interface RunningCommand {
+  readonly pid: number | undefined;
+  readonly result: Promise<CommandResult>;
+  /** Signals the command's whole process group. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** How long output is still read after the shell exits, for a child that keeps the pipe open. */
+const OUTPUT_GRACE_MS = 200;
+
+/** Keeps the first `limit` bytes of a stream and counts the rest. */
+class CappedOutput {
+  readonly #chunks: Buffer[] = [];
+  #kept = 0;
+  total = 0;
+
+  constructor(readonly limit: number) {}
+
+  get truncated(): boolean {
+    return this.total > this.#kept;
+  }
+
+  push(chunk: Buffer): void {
+    this.total += chunk.length;
+    const room = this.limit - this.#kept;
+    if (room <= 0) return;
+    const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
+    this.#chunks.push(kept);
+    this.#kept += kept.length;
+  }
+
+  text(): string {
+    return Buffer.concat(this.#chunks, this.#kept).toString('utf8');
+  }
+}
+
+function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // The group is already gone.
+  }
+}
+
+/** Runs a command with `/bin/sh -c` in its own process group. */
+export function runCommand(spec: CommandSpec): RunningCommand {
+  const started = performance.now();
+  const stdout = new CappedOutput(spec.outputLimit);
+  const stderr = new CappedOutput(spec.outputLimit);
+  const child = spawn('/bin/sh', ['-c', spec.command], {
+    cwd: spec.workdir,
+    env: spec.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const {pid} = child;
+  let timedOut = false;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const result = new Promise<CommandResult>((resolve) => {
+    let exit: {code: number | null; signal: string | null} | undefined;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+    const finish = (error?: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timeoutTimer);
+      clearTimeout(killTimer);
+      clearTimeout(graceTimer);
+      // A background child may hold the pipes: stop reading, the reply does not wait for it.
+      child.stdout.destroy();
+      child.stderr.destroy();
+      resolve({
+        stdout: stdout.text(),
+        stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
+        exitCode: exit?.code ?? null,
+        signal: exit?.signal ?? null,
+        timedOut,
+        truncated: stdout.truncated || stderr.truncated,
+        durationMs: Math.round(performance.now() - started),
+        stdoutBytes: stdout.total,
+        stderrBytes: stderr.total,
+        ...(error ? {error} : {}),
+      });
+    };
+    const timeoutTimer = setTimeout(() => {
+      timedOut = true;
+      signalGroup(pid, 'SIGTERM');
+      killTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), spec.killGraceMs);
+    }, spec.timeoutMs);
+
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.on('error', (error) => finish(`cannot start the command: ${error.message}`));
+    child.on('exit', (code, signal) => {
+      exit = {code, signal};
+      // The shell is gone; what it left in its group after a timeout goes too.
+      if (timedOut) signalGroup(pid, 'SIGKILL');
+      graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
+    });
+    child.on('close', () => finish());
+  });
+
+  return {pid, result, kill: (signal) => signalGroup(pid, signal)};
+}

@@ -1,0 +1,120 @@
+import {isAbsolute} from 'node:path';
+
+/** A validated `POST /shell` body. */
+export interface ShellRequest {
+  command: string;
+  wait: boolean;
+  workdir?: string;
+  envs: Record<string, string>;
+  callbackURL?: URL;
+  timeoutSeconds?: number;
+}
+
+export class BadRequest extends Error {}
+
+const FIELDS = new Set(['command', 'wait', 'workdir', 'envs', 'callbackURL', 'timeout']);
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Variables that make the dynamic loader run code of the caller's choosing in every program. */
+const LOADER_VARIABLE = /^(LD_|GCONV_PATH$|HOSTALIASES$|LOCPATH$|MALLOC_|NLSPATH$|RESOLV_HOST_CONF$|TMPDIR_PRELOAD$)/;
+const MAX_URL_LENGTH = 8192;
+
+const utf8 = new TextDecoder('utf-8', {fatal: true});
+
+function fail(message: string): never {
+  throw new BadRequest(message);
+}
+
+function noNul(field: string, value: string): string {
+  if (value.includes('\0')) fail(`${field} must not contain NUL characters`);
+  return value;
+}
+
+function parseEnvs(value: unknown): Record<string, string> {
+  const envs: Record<string, string> = Object.create(null);
+  const add = (key: string, envValue: string, where: string) => {
+    if (!ENV_KEY.test(key)) fail(`${where}: "${key}" is not a valid variable name (letters, digits and _, not starting with a digit)`);
+    if (LOADER_VARIABLE.test(key)) fail(`${where}: ${key} is refused: dynamic loader variables could inject code into every program`);
+    envs[key] = noNul(where, envValue);
+  };
+  if (Array.isArray(value)) {
+    value.forEach((entry, index) => {
+      const where = `envs[${index}]`;
+      if (typeof entry !== 'string') fail(`${where} must be a "KEY=VALUE" string`);
+      const equals = entry.indexOf('=');
+      if (equals < 0) fail(`${where} must be a "KEY=VALUE" string, got "${entry.slice(0, 64)}"`);
+      add(entry.slice(0, equals), entry.slice(equals + 1), where);
+    });
+  } else if (typeof value === 'object' && value !== null) {
+    for (const [key, envValue] of Object.entries(value)) {
+      if (typeof envValue !== 'string') fail(`envs.${key} must be a string`);
+      add(key, envValue, `envs.${key}`);
+    }
+  } else {
+    fail('envs must be a list of "KEY=VALUE" strings or an object of strings');
+  }
+  return envs;
+}
+
+function parseCallbackURL(value: unknown): URL {
+  if (typeof value !== 'string') fail('callbackURL must be a string');
+  if (value.length > MAX_URL_LENGTH) fail(`callbackURL is longer than ${MAX_URL_LENGTH} characters`);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    fail(`callbackURL "${value.slice(0, 200)}" is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(`callbackURL must be http:// or https://, got ${url.protocol}`);
+  if (url.username || url.password) fail('callbackURL must not carry a user name or password');
+  return url;
+}
+
+/** Parses the raw body (already authenticated) into a ShellRequest, or throws BadRequest naming the field. */
+export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): ShellRequest {
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    fail('the body is not valid UTF-8');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    fail(`the body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    fail('the body must be a JSON object such as {"command": "hostname"}');
+  }
+  const fields = parsed as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (!FIELDS.has(key)) fail(`unknown field "${key.slice(0, 64)}" (known: ${[...FIELDS].join(', ')})`);
+  }
+  // A Python client passes None for an option it was not given: null means absent.
+  const present = (key: string) => fields[key] !== undefined && fields[key] !== null;
+
+  const {command} = fields;
+  if (typeof command !== 'string') fail('command must be a string');
+  if (command.trim() === '') fail('command must not be empty');
+  const request: ShellRequest = {command: noNul('command', command), wait: true, envs: Object.create(null)};
+
+  if (present('wait')) {
+    if (typeof fields.wait !== 'boolean') fail('wait must be true or false');
+    request.wait = fields.wait;
+  }
+  if (present('workdir')) {
+    if (typeof fields.workdir !== 'string' || fields.workdir === '') fail('workdir must be a non-empty string');
+    if (!isAbsolute(fields.workdir)) fail(`workdir "${fields.workdir}" must be an absolute path`);
+    request.workdir = noNul('workdir', fields.workdir);
+  }
+  if (present('envs')) request.envs = parseEnvs(fields.envs);
+  if (present('callbackURL')) request.callbackURL = parseCallbackURL(fields.callbackURL);
+  if (present('timeout')) {
+    const {timeout} = fields;
+    if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0 || timeout > maxTimeoutSeconds) {
+      fail(`timeout must be a number of seconds above 0 and at most ${maxTimeoutSeconds}`);
+    }
+    request.timeoutSeconds = timeout;
+  }
+  return request;
+}

@@ -1,0 +1,61 @@
+import {existsSync} from 'node:fs';
+import {generateSecretKey, readConfig, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
+import {Daemon} from './daemon/daemon.js';
+import {formatEvent} from './daemon/log.js';
+
+/** What `npm start` binds when it creates a personal config: loopback only. */
+export const PERSONAL_BIND = '127.0.0.1:8099';
+
+/**
+ * A personal config (anywhere but /etc, which `install` owns) that does not exist yet is created
+ * with a random key, so that a first run serves at once. Returns whether it was created.
+ */
+export function ensurePersonalConfig(path: string, overrides: ConfigOverrides): boolean {
+  if (path === SYSTEM_CONFIG_PATH || existsSync(path)) return false;
+  writeConfig(path, {
+    BIND: overrides.bind ?? PERSONAL_BIND,
+    SECRET_KEY: overrides.secretKey ?? generateSecretKey(),
+    SECRET_CREATED_AT: new Date().toISOString(),
+  });
+  return true;
+}
+
+export interface ServeOptions {
+  configPath: string;
+  overrides: ConfigOverrides;
+  /** Writes one log line (without newline). */
+  writeLine(line: string): void;
+  json: boolean;
+}
+
+/**
+ * Runs the daemon until SIGTERM or SIGINT (a second one stops at once), re-reading the config on
+ * SIGHUP. Resolves when it has stopped.
+ */
+export async function serve(options: ServeOptions): Promise<void> {
+  readConfig(options.configPath);
+  const daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
+    created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
+  });
+  let stopRequested = false;
+  const onStop = () => {
+    if (stopRequested) void daemon.stopNow();
+    stopRequested = true;
+    void daemon.stop();
+  };
+  const onReload = () => daemon.reload();
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGHUP', onReload);
+  try {
+    await new Promise<void>((resolve) => {
+      daemon.bus.subscribe((event) => {
+        if (event.type === 'stopped') resolve();
+      });
+    });
+  } finally {
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
+    process.off('SIGHUP', onReload);
+  }
+}
