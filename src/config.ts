@@ -70,6 +70,14 @@ function store(path: string): Conf<StoredConfig> {
     accessPropertiesByDotNotation: false,
     // The file holds the secret key: owner only (install widens it to the dffs group).
     configFileMode: 0o600,
+    deserialize(text) {
+      const value: unknown = JSON.parse(text);
+      // Conf would quietly turn an array or a number into an empty object.
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw new ConfigError(`${absolute}: (whole file) must be a JSON object such as {"BIND": "127.0.0.1:8099", "SECRET_KEY": "..."}`);
+      }
+      return value as StoredConfig;
+    },
   });
 }
 
@@ -81,8 +89,9 @@ function describe(error: unknown): string {
 export function readConfig(path: string): StoredConfig {
   let raw: unknown;
   try {
-    raw = existsSync(path) ? store(path).store : {};
+    raw = existsSync(path) ? {...store(path).store} : {};
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES') {
       throw new ConfigError(`cannot read ${path}: permission denied (run as root, e.g. with sudo, or pass --config)`);

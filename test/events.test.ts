@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import {describe, it} from 'node:test';
+import {countEvent, emptyCounters, EventBus} from '../src/daemon/events.js';
+import {formatEvent} from '../src/daemon/log.js';
+
+describe('event bus and log lines', () => {
+  it('keeps a bounded history, oldest first', () => {
+    const bus = new EventBus(3);
+    for (let i = 0; i < 5; i++) bus.emit({type: 'bind-closed', address: `a${i}`});
+    assert.deepEqual(bus.history().map((e) => (e.type === 'bind-closed' ? e.address : '')), ['a2', 'a3', 'a4']);
+  });
+
+  it('counts outcomes', () => {
+    const counters = emptyCounters();
+    const base = {jobId: 'j', signal: null, durationMs: 1, stdoutBytes: 0, stderrBytes: 0, truncated: false};
+    countEvent(counters, {type: 'request-refused', remote: '', status: 401, reason: 'bad-signature', message: ''});
+    countEvent(counters, {type: 'command-finished', ...base, exitCode: 0, timedOut: false});
+    countEvent(counters, {type: 'command-finished', ...base, exitCode: 2, timedOut: false});
+    countEvent(counters, {type: 'command-finished', ...base, exitCode: null, timedOut: true});
+    countEvent(counters, {type: 'callback-failed', jobId: 'j', attempt: 1, error: 'x', retryInMs: 10});
+    countEvent(counters, {type: 'callback-failed', jobId: 'j', attempt: 2, error: 'x'});
+    assert.deepEqual(
+      {...counters},
+      {...emptyCounters(), requests: 1, refused: 1, refusedByReason: {'bad-signature': 1}, succeeded: 1, failed: 1, timedOut: 1, callbacksFailed: 1},
+    );
+  });
+
+  it('writes one line per event with newlines escaped, as JSON or text', () => {
+    const bus = new EventBus();
+    const event = bus.emit({type: 'request-accepted', jobId: 'j', remote: '127.0.0.1', command: 'echo a\necho b', wait: true, envKeys: ['A'], timeoutSeconds: 5});
+    for (const json of [true, false]) {
+      const line = formatEvent(event, json);
+      assert.ok(!line.includes('\n'));
+      assert.ok(line.includes('echo a\\necho b'));
+    }
+    assert.equal(JSON.parse(formatEvent(event, true)).event, 'request-accepted');
+    assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 command="echo a\\necho b" wait=true/);
+  });
+});

@@ -1,0 +1,128 @@
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
+import {createServer, type IncomingHttpHeaders} from 'node:http';
+import type {AddressInfo} from 'node:net';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {after} from 'node:test';
+import type {StoredConfig} from '../src/config.js';
+import {Daemon} from '../src/daemon/daemon.js';
+import type {SidecarEvent} from '../src/daemon/events.js';
+import {signRequest} from '../src/signature.js';
+
+export const TEST_SECRET = 'test-secret-0123456789abcdef-XYZ';
+
+/** A temporary directory removed when the test file ends. */
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'dffs-test-'));
+  after(() => rmSync(dir, {recursive: true, force: true}));
+  return dir;
+}
+
+export function writeTestConfig(dir: string, config: StoredConfig, name = 'config.json'): string {
+  const path = join(dir, name);
+  writeFileSync(path, JSON.stringify(config), {mode: 0o600});
+  return path;
+}
+
+export interface TestDaemon {
+  daemon: Daemon;
+  url: string;
+  configPath: string;
+  events: SidecarEvent[];
+}
+
+/** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */
+export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50): Promise<TestDaemon> {
+  const configPath = writeTestConfig(tempDir(), {BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET, DRAIN_TIMEOUT: 5, ...config});
+  const events: SidecarEvent[] = [];
+  const daemon = await Daemon.start({configPath, callbackBackoffMs}, (created) => created.bus.subscribe((event) => events.push(event)));
+  after(() => daemon.stopNow());
+  const port = daemon.listenerStatus()[0].port;
+  return {daemon, url: `http://127.0.0.1:${port}`, configPath, events};
+}
+
+export interface SignedPostOptions {
+  secret?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** POSTs a body to /shell signed as DataFlux Func signs it. */
+export async function signedPost(baseUrl: string, body: unknown, options: SignedPostOptions = {}) {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const path = options.path ?? '/shell';
+  const res = await fetch(`${baseUrl}${path}`, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json', ...signRequest(options.secret ?? TEST_SECRET, 'POST', path, text), ...options.headers},
+    body: text,
+    signal: options.signal,
+  });
+  const raw = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    json = undefined;
+  }
+  return {status: res.status, json, raw, headers: res.headers};
+}
+
+export interface ReceivedCallback {
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A local HTTP receiver for callbacks; answers with the statuses given, then 200. */
+export async function startCallbackReceiver(statuses: number[] = []) {
+  const received: ReceivedCallback[] = [];
+  const waiters: (() => void)[] = [];
+  const queue = [...statuses];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      received.push({headers: req.headers, body: Buffer.concat(chunks).toString('utf8')});
+      res.writeHead(queue.shift() ?? 200).end('{}');
+      waiters.splice(0).forEach((wake) => wake());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const {port} = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/api/v1/al/auln-sidecar-callback`,
+    received,
+    async waitFor(count: number, timeoutMs = 15_000): Promise<ReceivedCallback[]> {
+      const deadline = Date.now() + timeoutMs;
+      while (received.length < count) {
+        if (Date.now() > deadline) throw new Error(`expected ${count} callbacks, got ${received.length}`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 200);
+        });
+      }
+      return received;
+    },
+  };
+}
+
+/** Polls until `check` returns a value other than undefined, or fails after the timeout. */
+export async function eventually<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
