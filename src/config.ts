@@ -1,8 +1,7 @@
 import {randomBytes} from 'node:crypto';
-import {existsSync} from 'node:fs';
+import {readFileSync} from 'node:fs';
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
-import Conf from 'conf';
 import {BindError, DEFAULT_BIND, parseBindList, type BindAddress} from './bind.js';
 
 export const SYSTEM_CONFIG_PATH = '/etc/dataflux-func-sidecar';
@@ -59,7 +58,9 @@ export function defaultConfigPath(uid = process.getuid?.() ?? -1): string {
   return join(base, 'dataflux-func-sidecar', 'config.json');
 }
 
-function store(path: string): Conf<StoredConfig> {
+/** Conf, loaded only to write: reading needs none of it, and serve starts faster without it. */
+async function store(path: string) {
+  const {default: Conf} = await import('conf');
   const absolute = resolve(path);
   const extension = extname(absolute);
   return new Conf<StoredConfig>({
@@ -70,14 +71,6 @@ function store(path: string): Conf<StoredConfig> {
     accessPropertiesByDotNotation: false,
     // The file holds the secret key: owner only (install widens it to the dffs group).
     configFileMode: 0o600,
-    deserialize(text) {
-      const value: unknown = JSON.parse(text);
-      // Conf would quietly turn an array or a number into an empty object.
-      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-        throw new ConfigError(`${absolute}: (whole file) must be a JSON object such as {"BIND": "127.0.0.1:8099", "SECRET_KEY": "..."}`);
-      }
-      return value as StoredConfig;
-    },
   });
 }
 
@@ -87,19 +80,22 @@ function describe(error: unknown): string {
 
 /** Reads and validates a config file; a missing file is an empty config. Throws ConfigError naming file and field. */
 export function readConfig(path: string): StoredConfig {
-  let raw: unknown;
+  let text: string;
   try {
-    raw = existsSync(path) ? {...store(path).store} : {};
+    text = readFileSync(path, 'utf8');
   } catch (error) {
-    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return {};
     if (code === 'EACCES') {
       throw new ConfigError(`cannot read ${path}: permission denied (run as root, e.g. with sudo, or pass --config)`);
     }
-    if (error instanceof SyntaxError) {
-      throw new ConfigError(`${path} is not valid JSON (${error.message}); fix or remove the file`);
-    }
     throw new ConfigError(`cannot read ${path}: ${describe(error)}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`${path} is not valid JSON (${describe(error)}); fix or remove the file`);
   }
   return validateConfig(raw, path);
 }
@@ -151,10 +147,11 @@ export function generateSecretKey(): string {
   return randomBytes(24).toString('base64url');
 }
 
-export function writeConfig(path: string, config: StoredConfig): void {
+/** Validates and writes a config atomically (a temporary file renamed over the old one). */
+export async function writeConfig(path: string, config: StoredConfig): Promise<void> {
   validateConfig(config, path);
   try {
-    store(path).store = config;
+    (await store(path)).store = config;
   } catch (error) {
     throw new ConfigError(`cannot write ${path}: ${describe(error)}; the previous file is unchanged`);
   }

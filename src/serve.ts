@@ -10,9 +10,9 @@ export const PERSONAL_BIND = '127.0.0.1:8099';
  * A personal config (anywhere but /etc, which `install` owns) that does not exist yet is created
  * with a random key, so that a first run serves at once. Returns whether it was created.
  */
-export function ensurePersonalConfig(path: string, overrides: ConfigOverrides): boolean {
+export async function ensurePersonalConfig(path: string, overrides: ConfigOverrides): Promise<boolean> {
   if (path === SYSTEM_CONFIG_PATH || existsSync(path)) return false;
-  writeConfig(path, {
+  await writeConfig(path, {
     BIND: overrides.bind ?? PERSONAL_BIND,
     SECRET_KEY: overrides.secretKey ?? generateSecretKey(),
     SECRET_CREATED_AT: new Date().toISOString(),
@@ -44,6 +44,9 @@ export async function serve(options: ServeOptions): Promise<void> {
     void daemon.stop();
   };
   const onReload = () => daemon.reload();
+  // serve owns these signals. Libraries' exit hooks re-raise them (conf's atomically -> when-exit
+  // kills the process again with the same signal), which would turn one SIGTERM into two.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeAllListeners(signal);
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onReload);

@@ -19,11 +19,11 @@ export function sign(secret: string, method: string, path: string, nonce: string
   return hmac(secret, method, path, nonce, timestamp, body).toString('hex').toUpperCase();
 }
 
-export interface SignedHeaders {
+export type SignedHeaders = {
   'X-Auth-Nonce': string;
   'X-Auth-Timestamp': string;
   'X-Auth-Signature': string;
-}
+};
 
 /** Headers for a new request, signed as Func signs it (fresh uuid4-style nonce, whole-second timestamp). */
 export function signRequest(secret: string, method: string, path: string, body: string, now = Date.now()): SignedHeaders {

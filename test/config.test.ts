@@ -45,10 +45,10 @@ describe('config', () => {
     assert.throws(() => resolveSettings({}, {bind: 'nonsense'}), /BIND is invalid/);
   });
 
-  it('writes atomically with owner-only permissions, in a file with or without extension', () => {
+  it('writes atomically with owner-only permissions, in a file with or without extension', async () => {
     const dir = tempDir();
     for (const path of [join(dir, 'config.json'), join(dir, 'dataflux-func-sidecar'), join(dir, 'new', 'sub', 'c.json')]) {
-      writeConfig(path, {BIND: '127.0.0.1:8099', SECRET_KEY: 'a-secret-key'});
+      await writeConfig(path, {BIND: '127.0.0.1:8099', SECRET_KEY: 'a-secret-key'});
       assert.deepEqual(readConfig(path), {BIND: '127.0.0.1:8099', SECRET_KEY: 'a-secret-key'});
       assert.equal(statSync(path).mode & 0o777, 0o600);
     }
@@ -88,14 +88,14 @@ describe('config', () => {
     for (const key of keys) assert.match(key, /^[A-Za-z0-9_-]{32}$/);
   });
 
-  it('creates a personal config with a random key once, and never the system one', () => {
+  it('creates a personal config with a random key once, and never the system one', async () => {
     const path = join(tempDir(), 'personal', 'config.json');
-    assert.equal(ensurePersonalConfig(path, {}), true);
+    assert.equal(await ensurePersonalConfig(path, {}), true);
     const first = readConfig(path);
     assert.equal(first.BIND, PERSONAL_BIND);
     assert.ok((first.SECRET_KEY ?? '').length >= 32);
-    assert.equal(ensurePersonalConfig(path, {}), false);
+    assert.equal(await ensurePersonalConfig(path, {}), false);
     assert.deepEqual(readConfig(path), first);
-    assert.equal(ensurePersonalConfig(SYSTEM_CONFIG_PATH, {}), false);
+    assert.equal(await ensurePersonalConfig(SYSTEM_CONFIG_PATH, {}), false);
   });
 });

@@ -47,11 +47,11 @@ describe('GET / and routing', async () => {
   it('answers 404 for unknown paths and 405 for wrong methods, in JSON', async () => {
     const missing = await fetch(`${url}/nope`);
     assert.equal(missing.status, 404);
-    assert.deepEqual(Object.keys(await missing.json()), ['ok', 'message', 'reason']);
+    assert.deepEqual(Object.keys((await missing.json()) as object), ['ok', 'message', 'reason']);
     const getShell = await fetch(`${url}/shell`);
     assert.equal(getShell.status, 405);
     assert.equal(getShell.headers.get('allow'), 'POST');
-    assert.match((await getShell.json()).message, /use POST/);
+    assert.match(((await getShell.json()) as {message: string}).message, /use POST/);
     assert.equal((await fetch(`${url}/`, {method: 'POST'})).status, 405);
   });
 });

@@ -29,7 +29,7 @@ Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping runni
     // The key must not reach the commands this process starts, nor linger where they could read it.
     delete process.env.DFFS_SECRET_KEY;
     try {
-      if (ensurePersonalConfig(configPath, overrides)) {
+      if (await ensurePersonalConfig(configPath, overrides)) {
         process.stderr.write(
           `Created ${configPath} with a new random secret key.\n` +
             `Read the key with: ${this.config.bin} secret show --config ${configPath}\n`,
