@@ -136,14 +136,14 @@ describe('authentication', async () => {
 });
 
 describe('replay protection across bind addresses', async () => {
-  const {daemon} = await startTestDaemon({BIND: '127.0.0.1:0,127.0.0.2:0'});
+  const {daemon} = await startTestDaemon({BIND: '127.0.0.1:0,[::1]:0'});
 
-  it('refuses on one address a nonce already used on another', async () => {
+  it('refuses on one address (IPv6 here) a nonce already used on another', async () => {
     const [first, second] = daemon.listenerStatus();
     const sent = '{"command":"true"}';
     const headers = signRequest(TEST_SECRET, 'POST', '/shell', sent);
     assert.equal((await rawPost(`http://127.0.0.1:${first.port}`, headers, sent)).status, 200);
-    const replay = await rawPost(`http://127.0.0.2:${second.port}`, headers, sent);
+    const replay = await rawPost(`http://[::1]:${second.port}`, headers, sent);
     assert.equal(replay.status, 401);
     assert.equal(JSON.parse(replay.body).reason, 'replayed-nonce');
   });
