@@ -12,6 +12,9 @@ export interface StoredConfig {
   SECRET_KEY?: string;
   /** ISO time the current key was set; shown as the secret's age. */
   SECRET_CREATED_AT?: string;
+  /** The key before the last rotation, still accepted until OLD_SECRET_EXPIRES_AT. */
+  OLD_SECRET_KEY?: string;
+  OLD_SECRET_EXPIRES_AT?: string;
   TIMESTAMP_TOLERANCE?: number;
   COMMAND_TIMEOUT?: number;
   KILL_GRACE?: number;
@@ -24,7 +27,8 @@ export interface StoredConfig {
   CALLBACK_TIMEOUT?: number;
 }
 
-type NumericKey = Exclude<keyof StoredConfig, 'BIND' | 'SECRET_KEY' | 'SECRET_CREATED_AT'>;
+const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT'] as const;
+type NumericKey = Exclude<keyof StoredConfig, (typeof TEXT_KEYS)[number]>;
 
 /** Bounds and defaults of the numeric keys; times in seconds, sizes in bytes. */
 export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number; max: number; unit: string}> = {
@@ -46,6 +50,8 @@ export interface Settings extends Record<NumericKey, number> {
   bindText: string;
   secretKey: string | undefined;
   secretCreatedAt: string | undefined;
+  /** The previous key and when it stops being accepted, during a rotation's grace. */
+  oldSecret: {key: string; expiresAt: string} | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -117,11 +123,11 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
         if (error instanceof BindError) fail(key, `is invalid: ${error.message}`);
         throw error;
       }
-    } else if (key === 'SECRET_KEY') {
+    } else if (key === 'SECRET_KEY' || key === 'OLD_SECRET_KEY') {
       if (typeof value !== 'string') fail(key, 'must be a string');
       const problem = secretKeyProblem(value as string);
       if (problem) fail(key, problem);
-    } else if (key === 'SECRET_CREATED_AT') {
+    } else if (key === 'SECRET_CREATED_AT' || key === 'OLD_SECRET_EXPIRES_AT') {
       if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');
     } else if (key in NUMERIC_SETTINGS) {
       const {min, max, unit} = NUMERIC_SETTINGS[key as NumericKey];
@@ -129,8 +135,11 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
         fail(key, `must be a whole number of ${unit} from ${min} to ${max}`);
       }
     } else {
-      fail(key, `is not a known setting (known: BIND, SECRET_KEY, SECRET_CREATED_AT, ${Object.keys(NUMERIC_SETTINGS).join(', ')})`);
+      fail(key, `is not a known setting (known: ${[...TEXT_KEYS, ...Object.keys(NUMERIC_SETTINGS)].join(', ')})`);
     }
+  }
+  if ((config.OLD_SECRET_KEY === undefined) !== (config.OLD_SECRET_EXPIRES_AT === undefined)) {
+    fail('OLD_SECRET_KEY', 'and OLD_SECRET_EXPIRES_AT must be set together');
   }
   return config as StoredConfig;
 }
@@ -182,5 +191,9 @@ export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides
     bindText,
     secretKey: checked.SECRET_KEY,
     secretCreatedAt: checked.SECRET_CREATED_AT,
+    oldSecret:
+      checked.OLD_SECRET_KEY && checked.OLD_SECRET_EXPIRES_AT
+        ? {key: checked.OLD_SECRET_KEY, expiresAt: checked.OLD_SECRET_EXPIRES_AT}
+        : undefined,
   };
 }

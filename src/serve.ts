@@ -1,5 +1,6 @@
 import {existsSync} from 'node:fs';
 import {generateSecretKey, readConfig, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
+import {startControlServer} from './daemon/control-server.js';
 import {Daemon} from './daemon/daemon.js';
 import {formatEvent} from './daemon/log.js';
 
@@ -22,6 +23,7 @@ export async function ensurePersonalConfig(path: string, overrides: ConfigOverri
 
 export interface ServeOptions {
   configPath: string;
+  controlSocket: string;
   overrides: ConfigOverrides;
   /** Writes one log line (without newline). */
   writeLine(line: string): void;
@@ -37,6 +39,13 @@ export async function serve(options: ServeOptions): Promise<void> {
   const daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
     created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
   });
+  let control: {close(): Promise<void>} | undefined;
+  try {
+    control = await startControlServer(daemon, options.controlSocket);
+    daemon.bus.emit({type: 'control-socket', path: options.controlSocket});
+  } catch (error) {
+    daemon.bus.emit({type: 'control-socket', path: options.controlSocket, error: (error as Error).message});
+  }
   let stopRequested = false;
   const onStop = () => {
     if (stopRequested) void daemon.stopNow();
@@ -57,6 +66,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       });
     });
   } finally {
+    await control?.close();
     process.off('SIGTERM', onStop);
     process.off('SIGINT', onStop);
     process.off('SIGHUP', onReload);

@@ -1,5 +1,6 @@
 import {Command, Flags} from '@oclif/core';
 import {ConfigError, defaultConfigPath} from '../config.js';
+import {defaultControlSocketPath} from '../control.js';
 import {ensurePersonalConfig, serve} from '../serve.js';
 
 export default class Serve extends Command {
@@ -20,6 +21,11 @@ Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping runni
     bind: Flags.string({summary: 'Comma-separated host:port list to listen on (IPv6 as [::1]:8099).', env: 'DFFS_BIND'}),
     'secret-key': Flags.string({summary: 'Secret key that requests must be signed with (prefer the config file: flags show in ps).', env: 'DFFS_SECRET_KEY'}),
     config: Flags.string({summary: 'Config file to read.', env: 'DFFS_CONFIG'}),
+    'control-socket': Flags.string({
+      summary: 'Unix socket that publishes status and events to dffs-ctl status and tui.',
+      description: 'Default: $RUNTIME_DIRECTORY/control.sock under systemd, /run/dataflux-func-sidecar/control.sock for root, else a per-user path under $XDG_RUNTIME_DIR.',
+      env: 'DFFS_CONTROL_SOCKET',
+    }),
   };
 
   public async run(): Promise<void> {
@@ -35,7 +41,8 @@ Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping runni
             `Read the key with: ${this.config.bin} secret show --config ${configPath}\n`,
         );
       }
-      await serve({configPath, overrides, json: !process.stdout.isTTY, writeLine: (line) => process.stdout.write(`${line}\n`)});
+      const controlSocket = flags['control-socket'] ?? defaultControlSocketPath();
+      await serve({configPath, controlSocket, overrides, json: !process.stdout.isTTY, writeLine: (line) => process.stdout.write(`${line}\n`)});
     } catch (error) {
       if (error instanceof ConfigError) this.error(error.message, {exit: 78});
       this.error((error as Error).message, {exit: 1});

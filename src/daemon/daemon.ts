@@ -49,7 +49,7 @@ export interface DaemonStatus {
   uptimeSeconds: number;
   configPath: string;
   bind: ListenerStatus[];
-  secret: {configured: boolean; createdAt?: string};
+  secret: {configured: boolean; createdAt?: string; oldKeyAcceptedUntil?: string};
   counters: Counters;
   running: RunningJobStatus[];
   queued: number;
@@ -66,6 +66,13 @@ class Refusal extends Error {
 }
 
 const SHELL_PATH = '/shell';
+
+/** The current key, and the previous one while its grace lasts. */
+function acceptedKeys(settings: Settings): string[] {
+  const {secretKey, oldSecret} = settings;
+  if (secretKey === undefined) return [];
+  return oldSecret && Date.parse(oldSecret.expiresAt) > Date.now() ? [secretKey, oldSecret.key] : [secretKey];
+}
 
 function notRun(error: string): CommandResult {
   return {stdout: '', stderr: '', exitCode: null, signal: null, timedOut: false, truncated: false, durationMs: 0, stdoutBytes: 0, stderrBytes: 0, error};
@@ -186,6 +193,7 @@ export class Daemon {
       secret: {
         configured: this.#settings.secretKey !== undefined,
         ...(this.#settings.secretCreatedAt ? {createdAt: this.#settings.secretCreatedAt} : {}),
+        ...(acceptedKeys(this.#settings).length > 1 ? {oldKeyAcceptedUntil: this.#settings.oldSecret?.expiresAt} : {}),
       },
       counters: structuredClone(this.counters),
       running: [...this.#running.values()].map(({job, command, startedAt}) => ({
@@ -214,7 +222,8 @@ export class Daemon {
     );
     this.#settings = next;
     if (!this.#stopping) this.#applyBinds();
-    this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => (key === 'secretKey' ? 'SECRET_KEY' : key === 'bindText' ? 'BIND' : key))});
+    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT'};
+    this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
   }
 
   #applyBinds(): void {
@@ -292,7 +301,7 @@ export class Daemon {
     if (body === undefined) return;
     if (body === 'too-large') throw new Refusal(413, 'body-too-large', `the body is larger than ${settings.BODY_LIMIT} bytes`);
 
-    if (!signatureMatches([settings.secretKey], auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
+    if (!signatureMatches(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
       throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
     }
     const timestamp = Number(auth.timestamp);

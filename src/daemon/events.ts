@@ -5,6 +5,7 @@ export type SidecarEventBody =
   | {type: 'bind-waiting'; address: string; error: string; retryInMs: number}
   | {type: 'bind-failed'; address: string; error: string}
   | {type: 'bind-closed'; address: string}
+  | {type: 'control-socket'; path: string; error?: string}
   | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
   | {
       type: 'request-accepted';
@@ -68,6 +69,7 @@ const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
 export function levelOf(event: SidecarEventBody): EventLevel {
   if (event.type === 'command-finished' && (event.timedOut || event.error)) return 'warn';
   if (event.type === 'callback-failed' && event.retryInMs === undefined) return 'error';
+  if (event.type === 'control-socket' && event.error) return 'warn';
   return LEVELS[event.type] ?? 'info';
 }
 

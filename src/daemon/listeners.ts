@@ -18,7 +18,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 /** Errors that mean the address may appear later (an interface not up yet): worth retrying. */
 const RETRYABLE = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH']);
 const FIRST_RETRY_MS = 500;
-const MAX_RETRY_MS = 30_000;
+// A bind attempt costs next to nothing: retry often, so docker0 is served soon after it appears.
+const MAX_RETRY_MS = 5_000;
 
 /** One bind address: an HTTP server that keeps trying while its address does not exist yet. */
 export class Listener {

@@ -8,14 +8,20 @@ function plainValue(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** An event's own fields as `key=value` text (values quoted when they need it). */
+export function formatFields(event: SidecarEvent): string {
+  const {time: _time, level: _level, type: _type, ...fields} = event;
+  return Object.entries(fields)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${plainValue(value)}`)
+    .join(' ');
+}
+
 /** One line for an event: JSON for the journal and pipes, `key=value` text for a terminal. */
 export function formatEvent(event: SidecarEvent, json: boolean): string {
   const {time, level, type, ...fields} = event;
   const iso = new Date(time).toISOString();
   if (json) return JSON.stringify({time: iso, level, event: type, ...fields});
-  const rest = Object.entries(fields)
-    .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => `${key}=${plainValue(value)}`)
-    .join(' ');
+  const rest = formatFields(event);
   return `${iso} ${level.toUpperCase().padEnd(5)} ${type}${rest ? ` ${rest}` : ''}`;
 }

@@ -1,0 +1,187 @@
+import {existsSync} from 'node:fs';
+import {DEFAULT_BIND, parseBindList} from './bind.js';
+import {ConfigError, generateSecretKey, readConfig, secretKeyProblem, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
+import {readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
+import type {Counters} from './daemon/events.js';
+import type {ListenerState} from './daemon/listeners.js';
+import {writeSystemConfig} from './install.js';
+import {probeBind} from './probe.js';
+import {SERVICE_NAME, UNIT_PATH} from './system/paths.js';
+import {systemctl, unitState, type UnitState} from './system/systemd.js';
+
+export class AdminError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export function readSystemConfig(): StoredConfig {
+  return readConfig(SYSTEM_CONFIG_PATH);
+}
+
+async function serviceIsActive(): Promise<boolean> {
+  return (await unitState()).activeState === 'active';
+}
+
+export type ReloadOutcome = {applied: true; changed: string[]} | {applied: false; reason: string};
+
+/** Reloads the running service (SIGHUP, no restart) and waits for it to report the outcome. */
+export async function reloadService(timeoutMs = 10_000): Promise<ReloadOutcome> {
+  if (!(await serviceIsActive())) return {applied: false, reason: `${SERVICE_NAME} is not running; the new config applies when it starts`};
+  const since = Date.now() - 1;
+  await systemctl('reload', SERVICE_NAME);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const {history} = await readSnapshot(SERVICE_CONTROL_SOCKET);
+    const outcome = history.findLast((event) => event.time >= since && (event.type === 'config-reloaded' || event.type === 'reload-failed'));
+    if (outcome?.type === 'config-reloaded') return {applied: true, changed: outcome.changed};
+    if (outcome?.type === 'reload-failed') return {applied: false, reason: outcome.error};
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {applied: false, reason: `the service did not confirm the reload within ${timeoutMs / 1000} s`};
+}
+
+export interface BindReport {
+  address: string;
+  state: ListenerState | 'unknown';
+  answers: boolean;
+  port?: number;
+  error?: string;
+}
+
+/** Each configured bind address, its listener's state in the daemon, and whether it answers. */
+export async function bindReport(config: StoredConfig, snapshot: Snapshot | undefined): Promise<BindReport[]> {
+  const addresses = parseBindList(config.BIND ?? DEFAULT_BIND);
+  return Promise.all(
+    addresses.map(async (address) => {
+      const listener = snapshot?.status.bind.find((status) => status.address === address.label);
+      const probe = await probeBind(address, 1500, listener?.port ?? address.port);
+      return {
+        address: address.label,
+        state: listener?.state ?? 'unknown',
+        answers: probe.answers,
+        ...(listener?.port === undefined ? {} : {port: listener.port}),
+        ...(listener?.error ? {error: listener.error} : probe.error && listener?.state !== 'waiting' ? {error: probe.error} : {}),
+      };
+    }),
+  );
+}
+
+async function trySnapshot(): Promise<Snapshot | undefined> {
+  try {
+    return await readSnapshot(SERVICE_CONTROL_SOCKET);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Saves a new BIND list and applies it to the running service with a reload. */
+export async function setBind(list: string): Promise<{bind: string; reload: ReloadOutcome; addresses: BindReport[]}> {
+  try {
+    parseBindList(list);
+  } catch (error) {
+    throw new AdminError(`invalid bind list: ${(error as Error).message}`, 2);
+  }
+  const config = {...readSystemConfig(), BIND: list};
+  await writeSystemConfig(config);
+  const reload = await reloadService();
+  if (reload.applied) {
+    // New listeners settle within a moment: wait for them before reporting.
+    const wanted = parseBindList(list).map((address) => address.label);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const listeners = (await readSnapshot(SERVICE_CONTROL_SOCKET)).status.bind;
+      if (wanted.every((label) => listeners.some((listener) => listener.address === label && listener.state !== 'starting'))) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return {bind: list, reload, addresses: await bindReport(config, await trySnapshot())};
+}
+
+export interface RotateResult {
+  secretKey: string;
+  createdAt: string;
+  oldKeyAcceptedUntil?: string;
+  reload: ReloadOutcome;
+}
+
+/** Saves a new key (random unless given); the old one stays valid for `graceSeconds` if given. */
+export async function rotateSecret(options: {secretKey?: string; graceSeconds?: number}, now = new Date()): Promise<RotateResult> {
+  if (options.secretKey !== undefined) {
+    const problem = secretKeyProblem(options.secretKey);
+    if (problem) throw new AdminError(`--secret-key ${problem}`, 2);
+  }
+  const config = {...readSystemConfig()};
+  const secretKey = options.secretKey ?? generateSecretKey();
+  const previous = config.SECRET_KEY;
+  if (previous === secretKey) throw new AdminError('the new key is the same as the current one', 2);
+  config.SECRET_KEY = secretKey;
+  config.SECRET_CREATED_AT = now.toISOString();
+  delete config.OLD_SECRET_KEY;
+  delete config.OLD_SECRET_EXPIRES_AT;
+  let oldKeyAcceptedUntil: string | undefined;
+  if (options.graceSeconds && previous) {
+    oldKeyAcceptedUntil = new Date(now.getTime() + options.graceSeconds * 1000).toISOString();
+    config.OLD_SECRET_KEY = previous;
+    config.OLD_SECRET_EXPIRES_AT = oldKeyAcceptedUntil;
+  }
+  await writeSystemConfig(config);
+  return {secretKey, createdAt: config.SECRET_CREATED_AT, ...(oldKeyAcceptedUntil ? {oldKeyAcceptedUntil} : {}), reload: await reloadService()};
+}
+
+export interface ServiceStatus {
+  installed: boolean;
+  healthy: boolean;
+  problems: string[];
+  unit?: UnitState;
+  version?: string;
+  config: string;
+  bind: BindReport[];
+  secret?: {configured: boolean; createdAt?: string; ageSeconds?: number; oldKeyAcceptedUntil?: string};
+  counters?: Counters;
+  running?: Snapshot['status']['running'];
+  queued?: number;
+}
+
+/** Everything `status` shows. Healthy: active, at least one address answers, none failed. */
+export async function serviceStatus(): Promise<ServiceStatus> {
+  const unit = await unitState();
+  const base = {config: SYSTEM_CONFIG_PATH, bind: [] as BindReport[]};
+  if (!unit.loaded && !existsSync(UNIT_PATH)) {
+    return {...base, installed: false, healthy: false, problems: [`${SERVICE_NAME} is not installed: run sudo dffs-ctl install`]};
+  }
+  const problems: string[] = [];
+  if (unit.activeState !== 'active') problems.push(`the service is ${unit.activeState} (${unit.subState}): see dffs-ctl logs`);
+  let config: StoredConfig = {};
+  try {
+    config = readSystemConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(error.message);
+  }
+  const snapshot = unit.activeState === 'active' ? await trySnapshot() : undefined;
+  if (unit.activeState === 'active' && !snapshot) problems.push(`no answer on ${SERVICE_CONTROL_SOCKET}`);
+  const bind = await bindReport(config, snapshot);
+  if (unit.activeState === 'active' && !bind.some((address) => address.answers)) problems.push('no bind address answers');
+  for (const address of bind.filter((entry) => entry.state === 'failed')) problems.push(`${address.address}: ${address.error}`);
+  const daemonSecret = snapshot?.status.secret;
+  const createdAt = daemonSecret?.createdAt ?? config.SECRET_CREATED_AT;
+  return {
+    installed: true,
+    healthy: problems.length === 0,
+    problems,
+    unit,
+    ...(snapshot ? {version: snapshot.status.version} : {}),
+    ...base,
+    bind,
+    secret: {
+      configured: daemonSecret?.configured ?? config.SECRET_KEY !== undefined,
+      ...(createdAt ? {createdAt, ageSeconds: Math.round((Date.now() - Date.parse(createdAt)) / 1000)} : {}),
+      ...(daemonSecret?.oldKeyAcceptedUntil ? {oldKeyAcceptedUntil: daemonSecret.oldKeyAcceptedUntil} : {}),
+    },
+    ...(snapshot ? {counters: snapshot.status.counters, running: snapshot.status.running, queued: snapshot.status.queued} : {}),
+  };
+}

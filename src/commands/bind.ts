@@ -1,0 +1,53 @@
+import {Args, Command} from '@oclif/core';
+import {AdminError, bindReport, readSystemConfig, setBind, type BindReport} from '../admin.js';
+import {ConfigError} from '../config.js';
+import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../control.js';
+import {requireRoot, InstallError} from '../install.js';
+
+export default class Bind extends Command {
+  static override summary = 'Show the bind addresses, or set them and apply them without a restart.';
+  static override description = 'Without an argument: each address in BIND, its listener\'s state in the running service, and whether it answers. With a list: validates it, saves it to /etc/dataflux-func-sidecar and reloads the service (SIGHUP), so running commands are not interrupted.';
+  static override examples = [
+    {description: 'Show the addresses and whether each listens', command: 'sudo <%= config.bin %> <%= command.id %>'},
+    {description: 'Listen on loopback and docker0', command: 'sudo <%= config.bin %> <%= command.id %> 127.0.0.1:8099,172.17.0.1:8099'},
+    {description: 'Add IPv6 loopback', command: 'sudo <%= config.bin %> <%= command.id %> 127.0.0.1:8099,[::1]:8099'},
+  ];
+
+  static override enableJsonFlag = true;
+
+  static override args = {
+    list: Args.string({description: 'Comma-separated host:port list (IPv6 as [::1]:8099).'}),
+  };
+
+  public async run(): Promise<{bind: string; addresses: BindReport[]; reloaded?: boolean}> {
+    const {args} = await this.parse(Bind);
+    try {
+      requireRoot('bind');
+      if (args.list === undefined) {
+        const config = readSystemConfig();
+        const snapshot = await readSnapshot(SERVICE_CONTROL_SOCKET).catch(() => undefined);
+        const addresses = await bindReport(config, snapshot);
+        this.printAddresses(addresses);
+        if (!snapshot) this.warn('the service is not running: states are unknown');
+        return {bind: config.BIND ?? '', addresses};
+      }
+      const result = await setBind(args.list);
+      this.log(`Saved BIND=${result.bind}`);
+      if (result.reload.applied) this.log('Applied to the running service (reload, no restart).');
+      else this.warn(`not applied: ${result.reload.reason}`);
+      this.printAddresses(result.addresses);
+      return {bind: result.bind, addresses: result.addresses, reloaded: result.reload.applied};
+    } catch (error) {
+      if (error instanceof AdminError || error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
+      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
+      throw error;
+    }
+  }
+
+  private printAddresses(addresses: BindReport[]): void {
+    for (const address of addresses) {
+      const answers = address.answers ? 'answers' : 'does not answer';
+      this.log(`  ${address.address.padEnd(24)} ${address.state.padEnd(10)} ${answers}${address.error ? ` (${address.error})` : ''}`);
+    }
+  }
+}

@@ -1,0 +1,86 @@
+import {Args, Command, Flags} from '@oclif/core';
+import {parseBindList} from '../bind.js';
+import {ConfigError, defaultConfigPath, readConfig} from '../config.js';
+import {ExecError, exitCodeOf, sendShell} from '../exec-client.js';
+import {baseUrl} from '../probe.js';
+
+export default class Exec extends Command {
+  static override summary = 'Run a command through the sidecar, signed exactly as DataFlux Func signs it.';
+  static override description = 'Sends POST /shell to the local sidecar (the first BIND address and the key from the config, unless --url and --secret-key are given), prints the command\'s stdout and stderr to the matching streams, and exits with its exit code (124 for a timeout, 128+N for a signal). A test of the whole path Func uses.';
+  static override examples = [
+    {description: 'Run hostname on the host', command: 'sudo <%= config.bin %> <%= command.id %> hostname'},
+    {description: 'With a working directory and variables', command: 'sudo <%= config.bin %> <%= command.id %> "ls -l" --workdir /tmp --env MY_NAME=Tom'},
+    {description: 'Start without waiting; the output goes to a callback', command: 'sudo <%= config.bin %> <%= command.id %> "sleep 60; date" --no-wait --callback-url http://127.0.0.1:8088/api/v1/al/cb'},
+    {description: 'Another sidecar', command: '<%= config.bin %> <%= command.id %> uptime --url http://10.0.0.5:8099 --secret-key "$KEY"'},
+  ];
+
+  static override enableJsonFlag = true;
+
+  static override args = {
+    command: Args.string({description: 'The shell command (quote it).', required: true}),
+  };
+
+  static override flags = {
+    workdir: Flags.string({summary: 'Working directory of the command.'}),
+    env: Flags.string({summary: 'Variable for the command, KEY=VALUE (repeatable).', multiple: true}),
+    wait: Flags.boolean({summary: 'Wait for the command and print its output.', default: true, allowNo: true}),
+    'callback-url': Flags.string({summary: 'POST {"kwargs": {"stdout", "stderr"}} here when the command ends.'}),
+    timeout: Flags.integer({summary: 'Seconds before the command is killed.', min: 1}),
+    url: Flags.string({summary: 'Sidecar base URL (default: the first BIND address of the config).', env: 'DFFS_URL'}),
+    'secret-key': Flags.string({summary: 'Key to sign with (default: from the config).', env: 'DFFS_SECRET_KEY'}),
+    config: Flags.string({summary: 'Config file to read the address and key from.', env: 'DFFS_CONFIG'}),
+  };
+
+  public async run(): Promise<Record<string, unknown>> {
+    const {args, flags} = await this.parse(Exec);
+    for (const entry of flags.env ?? []) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) this.error(`--env ${entry} is not KEY=VALUE`, {exit: 2});
+    }
+    let {url, 'secret-key': secretKey} = flags;
+    if (url === undefined || secretKey === undefined) {
+      const configPath = flags.config ?? defaultConfigPath();
+      let config;
+      try {
+        config = readConfig(configPath);
+      } catch (error) {
+        if (error instanceof ConfigError) this.error(`${error.message}; or give --url and --secret-key`, {exit: 77});
+        throw error;
+      }
+      url ??= baseUrl(parseBindList(config.BIND ?? '127.0.0.1:8099')[0]);
+      secretKey ??= config.SECRET_KEY;
+      if (secretKey === undefined) this.error(`${configPath} has no SECRET_KEY: give --secret-key`, {exit: 78});
+    }
+    let reply;
+    try {
+      reply = await sendShell(url.replace(/\/+$/, ''), secretKey, {
+        command: args.command,
+        wait: flags.wait,
+        workdir: flags.workdir,
+        envs: flags.env,
+        callbackURL: flags['callback-url'],
+        timeout: flags.timeout,
+      });
+    } catch (error) {
+      if (error instanceof ExecError) this.error(error.message, {exit: error.exitCode});
+      throw error;
+    }
+    const {status, body} = reply;
+    if (status !== 200 || !body.ok) {
+      const hint = status === 401 ? ' (is the key right? see sudo dffs-ctl secret show)' : '';
+      this.error(`the sidecar refused the request: HTTP ${status}: ${body.message}${hint}`, {exit: status === 401 ? 77 : 1});
+    }
+    const data = body.data ?? {};
+    if (!this.jsonEnabled()) {
+      if (flags.wait) {
+        process.stdout.write(String(data.stdout ?? ''));
+        process.stderr.write(String(data.stderr ?? ''));
+        if (data.timedOut) this.logToStderr(`dffs-ctl: the command timed out (job ${data.jobId})`);
+        if (data.truncated) this.logToStderr('dffs-ctl: the output was truncated at OUTPUT_LIMIT');
+      } else {
+        this.log(`Started job ${data.jobId}`);
+      }
+    }
+    if (flags.wait) process.exitCode = exitCodeOf(data);
+    return data;
+  }
+}

@@ -1,0 +1,40 @@
+import {Command, Flags} from '@oclif/core';
+import {AdminError, rotateSecret} from '../../admin.js';
+import {ConfigError} from '../../config.js';
+import {formatDuration, parseDuration} from '../../duration.js';
+import {requireRoot, InstallError} from '../../install.js';
+
+export default class SecretRotate extends Command {
+  static override summary = 'Replace the secret key and apply it to the running service.';
+  static override description = 'Saves a new key (random unless given) to /etc/dataflux-func-sidecar atomically and reloads the service. The new key is printed once: put it in the Func connector. Without --grace the old key is refused at once; with it, the old key keeps working until the grace ends (dffs-ctl status shows when).';
+  static override examples = [
+    {description: 'A new random key, the old one refused at once', command: 'sudo <%= config.bin %> <%= command.id %>'},
+    {description: 'Keep the old key valid for 15 minutes while Func is updated', command: 'sudo <%= config.bin %> <%= command.id %> --grace 15m'},
+    {description: 'Set a key of your own', command: 'sudo <%= config.bin %> <%= command.id %> --secret-key "$NEW_KEY"'},
+  ];
+
+  static override flags = {
+    'secret-key': Flags.string({summary: 'The new key (default: 32 random characters).', env: 'DFFS_NEW_SECRET_KEY'}),
+    grace: Flags.string({summary: 'How long the old key stays valid: 90s, 15m, 2h, 1d.'}),
+  };
+
+  public async run(): Promise<void> {
+    const {flags} = await this.parse(SecretRotate);
+    const graceSeconds = flags.grace === undefined ? undefined : parseDuration(flags.grace);
+    if (flags.grace !== undefined && !graceSeconds) this.error(`--grace ${flags.grace} is not a duration such as 90s, 15m, 2h or 1d`, {exit: 2});
+    try {
+      requireRoot('secret rotate');
+      const result = await rotateSecret({secretKey: flags['secret-key'], graceSeconds});
+      this.log(`New secret key:\n    ${result.secretKey}\n`);
+      this.log('Update the DataFlux Func connector (Connector / DataFlux Func Sidecar (HTTP) / Secret Key) with it.');
+      this.log(result.oldKeyAcceptedUntil
+        ? `The old key is still accepted for ${formatDuration(graceSeconds ?? 0)}, until ${result.oldKeyAcceptedUntil}.`
+        : 'The old key is no longer accepted.');
+      if (!result.reload.applied) this.warn(`the running service has not taken the new key: ${result.reload.reason}`);
+    } catch (error) {
+      if (error instanceof AdminError || error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
+      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
+      throw error;
+    }
+  }
+}

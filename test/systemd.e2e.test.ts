@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import {describe, it} from 'node:test';
+import {useSandbox} from './sandbox.js';
+
+// One container for the whole file: each test builds on the previous one, as an operator would.
+const box = useSandbox('dffs-e2e-systemd');
+const KEY = 'e2e-first-secret-key-0123456789';
+const UNIT = '/etc/systemd/system/dataflux-func-sidecar.service';
+const mainPid = async () => Number(await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar'));
+
+describe('dffs-ctl on a real systemd', () => {
+  it('refuses to install without root, saying what to do', async () => {
+    const result = await box.sh('runuser -u nobody -- node /src/bin/run.js install');
+    assert.equal(result.exitCode, 77);
+    assert.match(result.stderr, /must run as root: try sudo dffs-ctl install/);
+  });
+
+  it('says the sidecar is not installed (status exit 3)', async () => {
+    const result = await box.sh('node /src/bin/run.js status');
+    assert.equal(result.exitCode, 3);
+    assert.match(result.stdout, /not installed/);
+  });
+
+  it('installs from the checkout and prints the manual\'s block', async () => {
+    const out = await box.ok(`node /src/bin/run.js install --bind 127.0.0.1:8099 --secret-key ${KEY}`);
+    assert.match(out, /Installed DataFlux Func Sidecar \d+\.\d+\.\d+/);
+    assert.match(out, new RegExp(`Bind:\\n    127\\.0\\.0\\.1:8099\\nSecret Key:\\n    ${KEY}\\nTo start:\\n    sudo systemctl start dataflux-func-sidecar\\nTo shutdown:\\n    sudo systemctl stop dataflux-func-sidecar`));
+    assert.match(out, /DataFlux Func Sidecar \(HTTP\)/);
+  });
+
+  it('runs the service active, enabled, as dffs, with the config root:dffs 0640', async () => {
+    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar'), 'active');
+    assert.equal(await box.ok('systemctl is-enabled dataflux-func-sidecar'), 'enabled');
+    assert.equal(await box.ok(`ps -o user= -p ${await mainPid()}`), 'dffs');
+    assert.equal(await box.ok('stat -c "%U:%G %a" /etc/dataflux-func-sidecar'), 'root:dffs 640');
+    assert.equal(await box.ok('getent passwd dffs | cut -d: -f7'), '/usr/sbin/nologin');
+    assert.match(await box.ok('readlink /usr/local/lib/dataflux-func-sidecar/current'), /releases\/\d+\.\d+\.\d+-\d{14}$/);
+    assert.equal(await box.ok('test -e /usr/local/lib/dataflux-func-sidecar/current/node_modules/typescript && echo dev || echo prod-only'), 'prod-only');
+  });
+
+  it('answers the greeting', async () => {
+    assert.match(await box.ok('curl -s http://127.0.0.1:8099/'), /^Welcome to DataFlux Func Sidecar\n\* Version: /);
+  });
+
+  it('scores 4.5 or lower in systemd-analyze security', async () => {
+    const out = await box.ok(`systemd-analyze security --offline=yes ${UNIT} 2>&1 | grep Overall`);
+    const score = Number(/level for .*: ([\d.]+)/.exec(out)?.[1]);
+    assert.ok(score <= 4.5, out);
+  });
+
+  it('runs commands as dffs through exec, with their exit codes and streams', async () => {
+    assert.equal(await box.ok('dffs-ctl exec hostname'), await box.ok('hostname'));
+    assert.equal(await box.ok('dffs-ctl exec "id -un"'), 'dffs');
+    const failing = await box.sh('dffs-ctl exec "echo to-out; echo to-err >&2; exit 3"');
+    assert.deepEqual([failing.exitCode, failing.stdout, failing.stderr], [3, 'to-out', 'to-err']);
+    assert.equal((await box.sh('dffs-ctl exec "sleep 5" --timeout 1')).exitCode, 124);
+    assert.equal(await box.ok('dffs-ctl exec "echo \\$MY_NAME \\$(pwd)" --env MY_NAME=Tom --workdir /tmp'), 'Tom /tmp');
+  });
+
+  it('lets commands use the host /tmp, group files and group sockets, ps and free', async () => {
+    await box.ok('dffs-ctl exec "echo shared > /tmp/from-dffs"');
+    assert.equal(await box.ok('cat /tmp/from-dffs'), 'shared');
+    // Like docker: a root-owned socket and files of a group dffs is added to.
+    await box.ok(`groupadd -f docker && usermod -aG docker dffs && install -d -g docker -m 2770 /srv/docker-shared
+      (node -e "const fs=require('fs');require('net').createServer(s=>s.end('pong')).listen('/run/fake-docker.sock',()=>{fs.chownSync('/run/fake-docker.sock',0,Number(process.argv[1]));fs.chmodSync('/run/fake-docker.sock',0o660)})" $(getent group docker | cut -d: -f3) >/dev/null 2>&1 &)
+      systemctl restart dataflux-func-sidecar && sleep 1`);
+    await box.ok('dffs-ctl exec "touch /srv/docker-shared/ok"');
+    assert.equal(await box.ok(`dffs-ctl exec "node -e \\"require('net').connect('/run/fake-docker.sock').on('data',d=>process.stdout.write(d))\\""`), 'pong');
+    assert.ok(Number(await box.ok('dffs-ctl exec "ps -e --no-headers | wc -l"')) > 5, 'other users\' processes are visible');
+    assert.match(await box.ok('dffs-ctl exec "free -m"'), /Mem:/);
+    assert.equal(await box.ok('dffs-ctl exec "grep NoNewPrivs /proc/self/status"'), 'NoNewPrivs:\t1');
+  });
+
+  it('rotates the key: the old one refused at once, or kept for a grace', async () => {
+    const rotated = await box.ok('dffs-ctl secret rotate --secret-key e2e-second-secret-key-0123456');
+    assert.match(rotated, /New secret key:\n    e2e-second-secret-key-0123456/);
+    assert.match(rotated, /old key is no longer accepted/);
+    const old = await box.sh(`dffs-ctl exec true --secret-key ${KEY}`);
+    assert.equal(old.exitCode, 77);
+    assert.match(old.stderr, /bad signature/);
+    assert.equal(await box.ok('dffs-ctl exec "echo new"'), 'new');
+    await box.ok('dffs-ctl secret rotate --secret-key e2e-third-secret-key-01234567 --grace 10m');
+    assert.equal(await box.ok('dffs-ctl exec "echo grace" --secret-key e2e-second-secret-key-0123456'), 'grace');
+    assert.equal(await box.ok('dffs-ctl secret show'), 'e2e-third-secret-key-01234567');
+    const status = JSON.parse((await box.sh('dffs-ctl status --json')).stdout);
+    assert.ok(Date.parse(status.secret.oldKeyAcceptedUntil) > Date.now());
+    assert.ok(!JSON.stringify(status).includes('e2e-third-secret-key'));
+  });
+
+  it('adds a listener with bind, by reload: same PID', async () => {
+    const pid = await mainPid();
+    const out = await box.ok('dffs-ctl bind 127.0.0.1:8099,127.0.0.1:8100');
+    assert.match(out, /Applied to the running service/);
+    assert.match(out, /127\.0\.0\.1:8100\s+listening\s+answers/);
+    assert.match(await box.ok('curl -s http://127.0.0.1:8100/'), /Welcome/);
+    assert.equal(await mainPid(), pid);
+    const shown = JSON.parse(await box.ok('dffs-ctl bind --json'));
+    assert.deepEqual(shown.addresses.map((a: {address: string; answers: boolean}) => [a.address, a.answers]), [['127.0.0.1:8099', true], ['127.0.0.1:8100', true]]);
+  });
+
+  it('binds 172.17.0.1 once a docker0 bridge appears after start', async () => {
+    const pid = await mainPid();
+    await box.ok('dffs-ctl bind 127.0.0.1:8099,172.17.0.1:8099');
+    assert.match(await box.ok('dffs-ctl bind'), /172\.17\.0\.1:8099\s+waiting/);
+    await box.ok('ip link add docker0 type bridge && ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up');
+    await box.ok('for i in $(seq 1 50); do curl -sf http://172.17.0.1:8099/ >/dev/null && exit 0; sleep 0.2; done; exit 1');
+    assert.equal(await mainPid(), pid);
+  });
+
+  it('reports status and counters as JSON, healthy (exit 0)', async () => {
+    const result = await box.sh('dffs-ctl status --json');
+    assert.equal(result.exitCode, 0, result.stdout);
+    const status = JSON.parse(result.stdout);
+    assert.equal(status.healthy, true);
+    assert.equal(status.unit.activeState, 'active');
+    assert.equal(status.unit.enabled, 'enabled');
+    assert.ok(status.counters.requests >= 3);
+    assert.ok(status.counters.refusedByReason['bad-signature'] >= 1);
+    assert.match(await box.ok('dffs-ctl status'), /dataflux-func-sidecar: active \(running\), enabled, PID \d+/);
+  });
+
+  it('shows the calls in logs, filtered and as JSON', async () => {
+    const entries = JSON.parse(await box.ok('dffs-ctl logs -n 200 --json')) as {event?: {type: string; command?: string}}[];
+    assert.ok(entries.some((entry) => entry.event?.type === 'request-accepted' && entry.event.command === 'hostname'));
+    const refused = await box.ok('dffs-ctl logs --refused');
+    assert.match(refused, /request-refused .*reason=bad-signature/);
+    assert.ok(!/request-accepted/.test(refused));
+    assert.match(await box.ok('dffs-ctl logs --failed'), /command-finished .*exitCode=3/);
+  });
+
+  it('keeps the key and config on re-install (upgrade), with a new process', async () => {
+    const pid = await mainPid();
+    const before = await box.ok('cat /etc/dataflux-func-sidecar');
+    const out = await box.ok('node /src/bin/run.js install');
+    assert.match(out, /Upgraded DataFlux Func Sidecar/);
+    assert.match(out, /Secret Key:\n    e2e-third-secret-key-01234567/);
+    assert.equal(await box.ok('cat /etc/dataflux-func-sidecar'), before);
+    assert.notEqual(await mainPid(), pid);
+    assert.equal(await box.ok('dffs-ctl exec "echo upgraded"'), 'upgraded');
+    assert.equal(await box.ok('ls /usr/local/lib/dataflux-func-sidecar/releases | wc -l'), '2');
+  });
+
+  it('rolls back an upgrade that does not come up, leaving the previous release running', async () => {
+    const release = await box.ok('readlink /usr/local/lib/dataflux-func-sidecar/current');
+    await box.ok(`rm -rf /tmp/broken && mkdir /tmp/broken && cp -r /src/bin /src/dist /src/package.json /src/oclif.manifest.json /tmp/broken/
+      ln -s /src/node_modules /tmp/broken/node_modules
+      sed -i 's/"version": "[^"]*"/"version": "9.9.9"/' /tmp/broken/package.json
+      echo 'throw new Error("broken build");' >> /tmp/broken/dist/daemon/daemon.js`);
+    const result = await box.sh('node /tmp/broken/bin/run.js install');
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /upgrade to 9\.9\.9 failed, so the previous release .* was put back/);
+    assert.equal(await box.ok('readlink /usr/local/lib/dataflux-func-sidecar/current'), release);
+    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar'), 'active');
+    assert.equal(await box.ok('dffs-ctl exec "echo still-here"'), 'still-here');
+  });
+
+  it('says what is wrong when the service is down, and status exits 1', async () => {
+    await box.ok('systemctl stop dataflux-func-sidecar');
+    const down = await box.sh('dffs-ctl exec true');
+    assert.equal(down.exitCode, 69);
+    assert.match(down.stderr, /cannot reach the sidecar at http:\/\/127\.0\.0\.1:8099/);
+    assert.equal((await box.sh('dffs-ctl status')).exitCode, 1);
+    const unreadable = await box.sh('runuser -u nobody -- dffs-ctl exec true --config /etc/dataflux-func-sidecar');
+    assert.equal(unreadable.exitCode, 77);
+    assert.match(unreadable.stderr, /permission denied \(run as root/);
+    await box.ok('systemctl start dataflux-func-sidecar');
+  });
+
+  it('uninstalls, keeping the config unless --purge', async () => {
+    await box.ok('node /src/bin/run.js uninstall');
+    assert.equal((await box.sh(`test -e ${UNIT} || test -e /usr/local/bin/dffs-ctl || test -e /usr/local/lib/dataflux-func-sidecar`)).exitCode, 1);
+    assert.equal(await box.ok('stat -c %U:%G /etc/dataflux-func-sidecar'), 'root:dffs');
+    assert.equal((await box.sh('curl -s http://127.0.0.1:8099/')).exitCode, 7);
+    await box.ok('node /src/bin/run.js uninstall --purge');
+    assert.equal((await box.sh('test -e /etc/dataflux-func-sidecar || getent passwd dffs')).exitCode, 2);
+  });
+
+  it('imports the original Sidecar\'s KEY: value config, keeping a backup', async () => {
+    await box.ok('printf "BIND: 127.0.0.1:8099\\nSECRET_KEY: legacy-secret-key-123\\n" > /etc/dataflux-func-sidecar');
+    const out = await box.ok('node /src/bin/run.js install');
+    assert.match(out, /Imported the original Sidecar's config/);
+    assert.equal(JSON.parse(await box.ok('cat /etc/dataflux-func-sidecar')).SECRET_KEY, 'legacy-secret-key-123');
+    assert.match(await box.ok('cat /etc/dataflux-func-sidecar.orig-*'), /SECRET_KEY: legacy-secret-key-123/);
+    assert.equal(await box.ok('dffs-ctl exec "echo imported"'), 'imported');
+  });
+});
