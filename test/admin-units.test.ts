@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import {readFileSync} from 'node:fs';
+import {describe, it} from 'node:test';
+import {formatDuration, parseDuration} from '../src/duration.js';
+import {execBody, exitCodeOf} from '../src/exec-client.js';
+import {funcJson} from '../src/func-json.js';
+import {installSummary, planConfig} from '../src/install.js';
+import {journalArgs, parseJournalLine, renderEntry} from '../src/logs.js';
+import {parseLegacyConfig} from '../src/system/legacy-config.js';
+import {renderUnit} from '../src/system/unit.js';
+
+describe('the systemd unit', () => {
+  const unit = renderUnit({allowSetuid: false, stopTimeoutSeconds: 60});
+  const setuid = renderUnit({allowSetuid: true, stopTimeoutSeconds: 60});
+
+  it('runs serve as dffs, restarts on failure, reloads with SIGHUP, after network and docker', () => {
+    for (const line of [
+      'User=dffs',
+      'Group=dffs',
+      'ExecStart=/usr/local/bin/dataflux-func-sidecar serve --config /etc/dataflux-func-sidecar',
+      'ExecReload=/bin/kill -HUP $MAINPID',
+      'Restart=on-failure',
+      'KillMode=mixed',
+      'TimeoutStopSec=60',
+      'After=network-online.target docker.service',
+      'Wants=network-online.target',
+      'RuntimeDirectory=dataflux-func-sidecar',
+      'WantedBy=multi-user.target',
+    ]) {
+      assert.ok(unit.split('\n').includes(line), line);
+    }
+  });
+
+  it('uses none of the directives that break child processes by name', () => {
+    for (const text of [unit, setuid]) {
+      assert.doesNotMatch(text, /^NoNewPrivileges=/m);
+      assert.doesNotMatch(text, /^MemoryDenyWriteExecute=/m);
+      assert.doesNotMatch(text, /^ProtectSystem=strict/m);
+      assert.doesNotMatch(text, /^(PrivateTmp|ProtectHome|PrivateUsers|ProtectProc|ProcSubset|PrivateDevices)=/m);
+    }
+  });
+
+  it('leaves out every seccomp-based directive with --allow-setuid', () => {
+    assert.match(unit, /^SystemCallFilter=/m);
+    for (const key of ['SystemCallFilter', 'RestrictSUIDSGID', 'RestrictNamespaces', 'ProtectKernelTunables', 'LockPersonality', 'RestrictAddressFamilies']) {
+      assert.doesNotMatch(setuid, new RegExp(`^${key}=`, 'm'), key);
+    }
+    assert.match(setuid, /^ProtectSystem=full$/m);
+  });
+});
+
+describe('config on install', () => {
+  it('imports the original Sidecar\'s KEY: value and KEY=value forms', () => {
+    assert.deepEqual(parseLegacyConfig('BIND: 127.0.0.1:8099,172.17.0.1:8099\nSECRET_KEY: abcdefgh12345678\n'), {
+      BIND: '127.0.0.1:8099,172.17.0.1:8099',
+      SECRET_KEY: 'abcdefgh12345678',
+    });
+    assert.deepEqual(parseLegacyConfig('# comment\nBIND="0.0.0.0:8099"\r\nSECRET_KEY = \'quoted-key-1\'\nOTHER: x'), {BIND: '0.0.0.0:8099', SECRET_KEY: 'quoted-key-1'});
+    assert.equal(parseLegacyConfig('hello world'), undefined);
+  });
+
+  it('creates defaults with a random key, keeps what exists, and changes only the keys given', () => {
+    const now = new Date('2026-11-24T00:00:00Z');
+    const fresh = planConfig(undefined, {}, now);
+    assert.equal(fresh.config.BIND, '127.0.0.1:8099,172.17.0.1:8099');
+    assert.equal(fresh.config.SECRET_KEY?.length, 32);
+    assert.equal(fresh.config.SECRET_CREATED_AT, now.toISOString());
+    const existing = JSON.stringify({BIND: '127.0.0.1:9000', SECRET_KEY: 'kept-secret-key', MAX_RUNNING: 8});
+    const same = planConfig(existing, {});
+    assert.equal(same.changed, false);
+    assert.deepEqual(same.config, JSON.parse(existing));
+    const rebound = planConfig(existing, {bind: '[::1]:9000'});
+    assert.deepEqual(rebound.config, {BIND: '[::1]:9000', SECRET_KEY: 'kept-secret-key', MAX_RUNNING: 8});
+    assert.equal(rebound.changed, true);
+    const legacy = planConfig('BIND: 127.0.0.1:8099\nSECRET_KEY: legacy-key-123\n', {});
+    assert.equal(legacy.legacy, true);
+    assert.equal(legacy.config.SECRET_KEY, 'legacy-key-123');
+  });
+
+  it('never replaces a config it cannot read, and checks flags', () => {
+    assert.throws(() => planConfig('{"BIND": 1}', {}), /BIND must be a string/);
+    assert.throws(() => planConfig('random text', {}), /neither JSON nor the original Sidecar's/);
+    assert.throws(() => planConfig(undefined, {bind: '0.0.0.0.8099'}), /not host:port/);
+    assert.throws(() => planConfig(undefined, {secretKey: 'short'}), /--secret-key is too short/);
+  });
+
+  it('prints the manual\'s block with start and stop the right way round', () => {
+    const text = installSummary({bind: '127.0.0.1:8099,172.17.0.1:8099', secretKey: 'the-key'});
+    assert.ok(text.startsWith('Bind:\n    127.0.0.1:8099,172.17.0.1:8099\nSecret Key:\n    the-key\nTo start:\n    sudo systemctl start dataflux-func-sidecar\nTo shutdown:\n    sudo systemctl stop dataflux-func-sidecar\n\nNow open 127.0.0.1:8099,172.17.0.1:8099 and have fun!'));
+    assert.match(text, /Host 172\.17\.0\.1, Port 8099/);
+  });
+});
+
+describe('exec requests', () => {
+  it('encodes bodies byte for byte as Func\'s client does', () => {
+    const {vectors} = JSON.parse(readFileSync(new URL('../../shared/protocol-vectors.json', import.meta.url), 'utf8')) as {vectors: {body: string}[]};
+    assert.equal(
+      funcJson({command: 'ls -l /tmp', wait: false, workdir: '/home', envs: ['MY_NAME=Tom'], callbackURL: 'http://172.17.0.1:8088/api/v1/al/auln-sidecar-callback'}),
+      vectors[1].body,
+    );
+    assert.equal(funcJson({command: 'echo 你好', wait: true}), vectors[2].body);
+    assert.equal(execBody({command: 'hostname', wait: true}), vectors[0].body);
+  });
+
+  it('maps results to exit codes as a shell would', () => {
+    assert.equal(exitCodeOf({exitCode: 0}), 0);
+    assert.equal(exitCodeOf({exitCode: 3}), 3);
+    assert.equal(exitCodeOf({exitCode: null, signal: 'SIGKILL'}), 137);
+    assert.equal(exitCodeOf({exitCode: null, timedOut: true}), 124);
+  });
+});
+
+describe('logs', () => {
+  it('asks journalctl for the unit as JSON, with filters that count matching lines', () => {
+    assert.deepEqual(journalArgs({follow: false, lines: 20, refused: false, failed: false}), ['-u', 'dataflux-func-sidecar', '-o', 'json', '--no-pager', '-n', '20']);
+    const args = journalArgs({follow: true, lines: 5, since: '1 hour ago', refused: true, failed: false});
+    assert.deepEqual(args.slice(7), ['--since', '1 hour ago', '--grep', '"event":"request-refused"', '--follow']);
+  });
+
+  it('turns journal records into readable lines, with or without colour', () => {
+    const event = {time: '2026-11-24T10:00:00.000Z', level: 'warn', event: 'request-refused', remote: '172.17.0.2', status: 401, reason: 'bad-signature', message: 'bad signature'};
+    const entry = parseJournalLine(JSON.stringify({__REALTIME_TIMESTAMP: '1795543200000000', MESSAGE: JSON.stringify(event), _PID: '42'}));
+    assert.equal(entry?.event?.type, 'request-refused');
+    assert.equal(renderEntry(entry!, false), '2026-11-24T10:00:00.000Z WARN  request-refused remote=172.17.0.2 status=401 reason=bad-signature message="bad signature"');
+    assert.match(renderEntry(entry!, true), /\u001b\[33mWARN/);
+    const plain = parseJournalLine(JSON.stringify({__REALTIME_TIMESTAMP: '1795543200000000', MESSAGE: [104, 105]}));
+    assert.equal(plain?.message, 'hi');
+    assert.equal(parseJournalLine('not json'), undefined);
+  });
+});
+
+describe('durations', () => {
+  it('parses and formats', () => {
+    assert.equal(parseDuration('90'), 90);
+    assert.equal(parseDuration('15m'), 900);
+    assert.equal(parseDuration('1h30m'), 5400);
+    assert.equal(parseDuration('2d'), 172_800);
+    assert.equal(parseDuration('10 minutes'), undefined);
+    assert.equal(parseDuration('m'), undefined);
+    assert.equal(formatDuration(0), '0s');
+    assert.equal(formatDuration(3 * 86_400 + 4 * 3600 + 5), '3d 4h');
+    assert.equal(formatDuration(125), '2m 5s');
+  });
+});

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import {statSync} from 'node:fs';
+import {createConnection} from 'node:net';
+import {join} from 'node:path';
+import {after, describe, it} from 'node:test';
+import {defaultControlSocketPath, followControlSocket, readSnapshot, type ControlMessage} from '../src/control.js';
+import {SLOW_CLIENT_BYTES, startControlServer} from '../src/daemon/control-server.js';
+import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+
+describe('control socket', async () => {
+  const {daemon, url} = await startTestDaemon();
+  const path = join(tempDir(), 'run', 'control.sock');
+  const server = await startControlServer(daemon, path);
+  after(() => server.close());
+
+  it('is found under systemd, for root and per user', () => {
+    assert.equal(defaultControlSocketPath(999, {RUNTIME_DIRECTORY: '/run/dataflux-func-sidecar'}), '/run/dataflux-func-sidecar/control.sock');
+    assert.equal(defaultControlSocketPath(0, {}), '/run/dataflux-func-sidecar/control.sock');
+    assert.equal(defaultControlSocketPath(1000, {XDG_RUNTIME_DIR: '/run/user/1000'}), '/run/user/1000/dataflux-func-sidecar-1000/control.sock');
+  });
+
+  it('can be opened only by its owner and group', () => {
+    assert.equal(statSync(path).mode & 0o777, 0o660);
+  });
+
+  it('refuses a second daemon on the same socket', async () => {
+    await assert.rejects(startControlServer(daemon, path), /in use by another running sidecar/);
+  });
+
+  it('gives a snapshot, then live events, and never the secret or env values', async () => {
+    await signedPost(url, {command: 'echo before', envs: ['TOKEN=env-value-hidden']});
+    const snapshot = await readSnapshot(path);
+    assert.equal(snapshot.status.pid, process.pid);
+    assert.ok(snapshot.status.counters.accepted >= 1);
+    assert.ok(snapshot.history.some((event) => event.type === 'request-accepted'));
+    const messages: ControlMessage[] = [];
+    const controller = new AbortController();
+    const following = followControlSocket(path, (message) => messages.push(message), controller.signal);
+    await eventually(() => (messages.length > 0 ? true : undefined));
+    await signedPost(url, {command: 'echo live'});
+    await eventually(() => messages.find((m) => m.type === 'event' && m.event.type === 'command-finished'));
+    controller.abort();
+    await following;
+    const everything = JSON.stringify([snapshot, messages]);
+    assert.ok(!everything.includes(TEST_SECRET));
+    assert.ok(!everything.includes('env-value-hidden'));
+  });
+
+  it('drops a client that does not read, instead of buffering for it', async () => {
+    const lazy = createConnection(path);
+    lazy.pause();
+    await new Promise((resolve) => lazy.once('connect', resolve));
+    const events = 50_000;
+    // Each event line is about 300 bytes: far more than the kernel's buffers and the limit hold.
+    for (let i = 0; i < events; i++) daemon.bus.emit({type: 'bind-waiting', address: `127.0.0.1:${i}`, error: 'x'.repeat(200), retryInMs: 1});
+    let received = 0;
+    lazy.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    const closed = new Promise<void>((resolve) => lazy.on('close', () => resolve()));
+    lazy.resume();
+    await closed;
+    assert.ok(received < events * 250, `the daemon dropped the client after ${received} bytes`);
+    assert.ok(received < SLOW_CLIENT_BYTES + 16 * 1024 * 1024, 'and buffered no more than the limit beyond what the kernel holds');
+  });
+});
