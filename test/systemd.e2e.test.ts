@@ -21,6 +21,13 @@ describe('dffs-ctl on a real systemd', () => {
     assert.match(result.stdout, /not installed/);
   });
 
+  it('shows the plan with --dry-run and changes nothing', async () => {
+    const out = await box.ok('node /src/bin/run.js install --dry-run --bind 127.0.0.1:8099');
+    assert.match(out, /Would install \/usr\/local\/lib\/dataflux-func-sidecar\/releases\//);
+    assert.match(out, /User=dffs/);
+    assert.equal((await box.sh(`getent passwd dffs || test -e /etc/dataflux-func-sidecar || test -e ${UNIT}`)).exitCode, 1);
+  });
+
   it('installs from the checkout and prints the manual\'s block', async () => {
     const out = await box.ok(`node /src/bin/run.js install --bind 127.0.0.1:8099 --secret-key ${KEY}`);
     assert.match(out, /Installed DataFlux Func Sidecar \d+\.\d+\.\d+/);
@@ -126,6 +133,12 @@ describe('dffs-ctl on a real systemd', () => {
     assert.match(refused, /request-refused .*reason=bad-signature/);
     assert.ok(!/request-accepted/.test(refused));
     assert.match(await box.ok('dffs-ctl logs --failed'), /command-finished .*exitCode=3/);
+  });
+
+  it('follows new events with logs -f', async () => {
+    const followed = await box.ok('(timeout 4 dffs-ctl logs -f -n 0 > /tmp/followed &) ; sleep 1.5; dffs-ctl exec "echo followed-call" >/dev/null; sleep 2.5; cat /tmp/followed');
+    assert.match(followed, /request-accepted .*command="echo followed-call"/);
+    assert.match(followed, /command-finished .*exitCode=0/);
   });
 
   it('keeps the key and config on re-install (upgrade), with a new process', async () => {
