@@ -8,15 +8,9 @@ import {writeSystemConfig} from './install.js';
 import {probeBind} from './probe.js';
 import {SERVICE_NAME, UNIT_PATH} from './system/paths.js';
 import {systemctl, unitState, type UnitState} from './system/systemd.js';
+import {UserError} from './user-error.js';
 
-export class AdminError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
-}
+export class AdminError extends UserError {}
 
 export function readSystemConfig(): StoredConfig {
   return readConfig(SYSTEM_CONFIG_PATH);

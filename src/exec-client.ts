@@ -1,5 +1,6 @@
 import {funcJson} from './func-json.js';
 import {signRequest} from './signature.js';
+import {UserError} from './user-error.js';
 
 export interface ExecRequest {
   command: string;
@@ -15,14 +16,7 @@ export interface ExecReply {
   body: {ok: boolean; message: string; reason?: string; data?: Record<string, unknown>};
 }
 
-export class ExecError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
+export class ExecError extends UserError {}
 
 /** The body Func's client would send for these options, in its field order and encoding. */
 export function execBody(request: ExecRequest): string {

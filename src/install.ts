@@ -18,19 +18,13 @@ import {parseLegacyConfig} from './system/legacy-config.js';
 import {BIN_DIR, CURRENT_LINK, LIB_DIR, RELEASES_DIR, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './system/paths.js';
 import {run, SystemError, systemctl, systemdIsRunning, unitState} from './system/systemd.js';
 import {renderUnit} from './system/unit.js';
+import {UserError} from './user-error.js';
 import {VERSION} from './version.js';
 
 /** The package this code runs from: what install copies. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-export class InstallError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
-}
+export class InstallError extends UserError {}
 
 export function requireRoot(command: string): void {
   if (process.getuid?.() !== 0) throw new InstallError(`must run as root: try sudo dffs-ctl ${command}`, 77);

@@ -1,8 +1,8 @@
 import {Args, Command} from '@oclif/core';
-import {AdminError, bindReport, readSystemConfig, setBind, type BindReport} from '../admin.js';
-import {ConfigError} from '../config.js';
+import {bindReport, readSystemConfig, setBind, type BindReport} from '../admin.js';
 import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../control.js';
-import {requireRoot, InstallError} from '../install.js';
+import {requireRoot} from '../install.js';
+import {exitCodeFor} from '../user-error.js';
 
 export default class Bind extends Command {
   static override summary = 'Show the bind addresses, or set them and apply them without a restart.';
@@ -38,8 +38,8 @@ export default class Bind extends Command {
       this.printAddresses(result.addresses);
       return {bind: result.bind, addresses: result.addresses, reloaded: result.reload.applied};
     } catch (error) {
-      if (error instanceof AdminError || error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
-      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
+      const exit = exitCodeFor(error);
+      if (exit !== undefined) this.error((error as Error).message, {exit});
       throw error;
     }
   }

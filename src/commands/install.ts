@@ -1,7 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {ConfigError} from '../config.js';
-import {install, installSummary, InstallError, PACKAGE_ROOT, requireRoot, requireSystemd} from '../install.js';
-import {SystemError} from '../system/systemd.js';
+import {install, installSummary, PACKAGE_ROOT, requireRoot, requireSystemd} from '../install.js';
+import {exitCodeFor} from '../user-error.js';
 
 export default class Install extends Command {
   static override summary = 'Install or upgrade the sidecar as the systemd service dataflux-func-sidecar.';
@@ -47,9 +46,8 @@ The unit is hardened (systemd-analyze security: 2.8); that hardening implies NoN
       this.log(`${result.upgrade ? 'Upgraded' : 'Installed'} DataFlux Func Sidecar ${result.version}: the service is running.\n`);
       this.log(installSummary(result));
     } catch (error) {
-      if (error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
-      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
-      if (error instanceof SystemError) this.error(error.message, {exit: 1});
+      const exit = exitCodeFor(error);
+      if (exit !== undefined) this.error((error as Error).message, {exit});
       throw error;
     }
   }

@@ -1,6 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {requireRoot, uninstall, InstallError} from '../install.js';
-import {SystemError} from '../system/systemd.js';
+import {requireRoot, uninstall} from '../install.js';
+import {exitCodeFor} from '../user-error.js';
 
 export default class Uninstall extends Command {
   static override summary = 'Stop and remove the sidecar service and program.';
@@ -21,8 +21,8 @@ export default class Uninstall extends Command {
       const {removed} = await uninstall(flags.purge);
       this.log(removed.length > 0 ? `Removed:\n${removed.map((item) => `  ${item}`).join('\n')}` : 'Nothing to remove: the sidecar is not installed.');
     } catch (error) {
-      if (error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
-      if (error instanceof SystemError) this.error(error.message, {exit: 1});
+      const exit = exitCodeFor(error);
+      if (exit !== undefined) this.error((error as Error).message, {exit});
       throw error;
     }
   }

@@ -1,8 +1,8 @@
 import {Command, Flags} from '@oclif/core';
-import {AdminError, rotateSecret} from '../../admin.js';
-import {ConfigError} from '../../config.js';
+import {rotateSecret} from '../../admin.js';
 import {formatDuration, parseDuration} from '../../duration.js';
-import {requireRoot, InstallError} from '../../install.js';
+import {requireRoot} from '../../install.js';
+import {exitCodeFor} from '../../user-error.js';
 
 export default class SecretRotate extends Command {
   static override summary = 'Replace the secret key and apply it to the running service.';
@@ -32,8 +32,8 @@ export default class SecretRotate extends Command {
         : 'The old key is no longer accepted.');
       if (!result.reload.applied) this.warn(`the running service has not taken the new key: ${result.reload.reason}`);
     } catch (error) {
-      if (error instanceof AdminError || error instanceof InstallError) this.error(error.message, {exit: error.exitCode});
-      if (error instanceof ConfigError) this.error(error.message, {exit: 78});
+      const exit = exitCodeFor(error);
+      if (exit !== undefined) this.error((error as Error).message, {exit});
       throw error;
     }
   }
