@@ -28,6 +28,8 @@ export interface ServeOptions {
   /** Writes one log line (without newline). */
   writeLine(line: string): void;
   json: boolean;
+  /** Draw the live dashboard instead of writing log lines (a terminal). */
+  dashboard: boolean;
 }
 
 /**
@@ -37,7 +39,7 @@ export interface ServeOptions {
 export async function serve(options: ServeOptions): Promise<void> {
   readConfig(options.configPath);
   const daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
-    created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
+    if (!options.dashboard) created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
   });
   let control: {close(): Promise<void>} | undefined;
   try {
@@ -59,12 +61,18 @@ export async function serve(options: ServeOptions): Promise<void> {
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onReload);
-  try {
-    await new Promise<void>((resolve) => {
-      daemon.bus.subscribe((event) => {
-        if (event.type === 'stopped') resolve();
-      });
+  const stopped = new Promise<void>((resolve) => {
+    daemon.bus.subscribe((event) => {
+      if (event.type === 'stopped') resolve();
     });
+  });
+  try {
+    if (options.dashboard) {
+      // Ink and React are loaded only here: a plain serve stays lean.
+      const {daemonFeed, runDashboard} = await import('./ui/run.js');
+      await runDashboard({feed: daemonFeed(daemon), colour: !process.env.NO_COLOR, onQuit: onStop, exitWhenStopped: true});
+    }
+    await stopped;
   } finally {
     await control?.close();
     process.off('SIGTERM', onStop);

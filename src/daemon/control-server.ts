@@ -44,7 +44,7 @@ export async function startControlServer(daemon: Daemon, path: string): Promise<
     clients.add(socket);
     socket.on('error', () => socket.destroy());
     socket.on('close', () => clients.delete(socket));
-    send(socket, {type: 'snapshot', status: daemon.status(), history: daemon.bus.history()});
+    send(socket, daemon.snapshot());
   });
   const unsubscribe = daemon.bus.subscribe((event) => {
     for (const socket of clients) send(socket, {type: 'event', event});

@@ -3,6 +3,7 @@ import {stat, access, constants} from 'node:fs/promises';
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
+import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, signatureMatches} from '../signature.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
@@ -205,6 +206,11 @@ export class Daemon {
       })),
       queued: this.#queue.length,
     };
+  }
+
+  /** What a control-socket client or the dashboard starts from. */
+  snapshot(): Snapshot {
+    return {type: 'snapshot', status: this.status(), history: this.bus.history()};
   }
 
   /** Re-reads the config file (SIGHUP): new keys and limits apply at once, binds are opened and closed as needed. */

@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import {EventEmitter} from 'node:events';
+import {describe, it} from 'node:test';
+import {render as renderInk} from 'ink';
+import {render} from 'ink-testing-library';
+import type {Snapshot} from '../src/control.js';
+import {emptyCounters, type SidecarEvent, type SidecarEventBody} from '../src/daemon/events.js';
+import {Dashboard, type DashboardFeed, type FeedMessage} from '../src/ui/Dashboard.js';
+
+const NOW = Date.parse('2026-11-24T12:00:00.000Z');
+
+function snapshot(history: SidecarEvent[] = []): Snapshot {
+  return {
+    type: 'snapshot',
+    status: {
+      version: '1.0.0',
+      pid: 4242,
+      startedAt: new Date(NOW - 3_600_000).toISOString(),
+      uptimeSeconds: 3600,
+      configPath: '/etc/dataflux-func-sidecar',
+      bind: [
+        {address: '127.0.0.1:8099', state: 'listening', port: 8099},
+        {address: '172.17.0.1:8099', state: 'waiting', error: 'EADDRNOTAVAIL'},
+      ],
+      secret: {configured: true, createdAt: new Date(NOW - 3 * 86_400_000).toISOString()},
+      counters: emptyCounters(),
+      running: [],
+      queued: 0,
+    },
+    history,
+  };
+}
+
+let clock = NOW - 60_000;
+function event(body: SidecarEventBody): SidecarEvent {
+  clock += 1000;
+  return {...body, time: clock, level: 'info'} as SidecarEvent;
+}
+
+/** A feed the test drives by hand. */
+function manualFeed(first: FeedMessage) {
+  let listener: ((message: FeedMessage) => void) | undefined;
+  const feed: DashboardFeed = {
+    subscribe(next) {
+      listener = next;
+      next(first);
+      return () => {
+        listener = undefined;
+      };
+    },
+  };
+  return {feed, send: (message: FeedMessage) => listener?.(message)};
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+const accepted = (jobId: string, command: string, extra: Partial<SidecarEventBody> = {}) =>
+  event({type: 'request-accepted', jobId, remote: '172.17.0.2', command, wait: true, envKeys: ['MY_NAME'], timeoutSeconds: 3600, ...extra} as SidecarEventBody);
+
+describe('the dashboard', () => {
+  it('draws an empty daemon: version, uptime, binds, secret age, counters', async () => {
+    const {feed} = manualFeed(snapshot());
+    const {lastFrame, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    await tick();
+    const frame = lastFrame() ?? '';
+    assert.match(frame, /DataFlux Func Sidecar 1\.0\.0 {2}up 1h {2}pid 4242 {2}\[live\]/);
+    assert.match(frame, /bind 127\.0\.0\.1:8099 listening {2}172\.17\.0\.1:8099 waiting/);
+    assert.match(frame, /secret: set 3d ago/);
+    assert.match(frame, /requests 0 {2}ok 0 {2}failed 0 {2}timed out 0 {2}refused 0 {2}running 0 {2}queued 0/);
+    assert.match(frame, /no requests yet/);
+    assert.match(frame, /q quit/);
+    unmount();
+  });
+
+  it('shows a running command, then its exit, live', async () => {
+    const {feed, send} = manualFeed(snapshot());
+    const {lastFrame, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    send({type: 'event', event: accepted('job-1', 'tar czf /tmp/backup.tgz /srv/data')});
+    send({type: 'event', event: event({type: 'command-started', jobId: 'job-1', pid: 777})});
+    await tick();
+    assert.match(lastFrame() ?? '', /> \d\d:\d\d:\d\d 172\.17\.0\.2 +tar czf \/tmp\/backup\.tgz \/srv\/data +wait +running/);
+    assert.match(lastFrame() ?? '', /running 1/);
+    send({type: 'event', event: event({type: 'command-finished', jobId: 'job-1', exitCode: 2, signal: null, timedOut: false, durationMs: 1500, stdoutBytes: 10, stderrBytes: 5, truncated: false})});
+    await tick();
+    assert.match(lastFrame() ?? '', /tar czf .* exit 2 +1\.5s/);
+    assert.match(lastFrame() ?? '', /failed 1/);
+    unmount();
+  });
+
+  it('shows a refused request with its reason', async () => {
+    const {feed, send} = manualFeed(snapshot());
+    const {lastFrame, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    send({type: 'event', event: event({type: 'request-refused', remote: '10.1.2.3', status: 401, reason: 'bad-signature', message: 'bad signature'})});
+    await tick();
+    assert.match(lastFrame() ?? '', /10\.1\.2\.3 +\[bad-signature\] bad signature +refused 401/);
+    assert.match(lastFrame() ?? '', /refused: bad-signature 1/);
+    unmount();
+  });
+
+  it('opens the details of the selected request, env values hidden, and goes back with Esc', async () => {
+    const history = [
+      accepted('job-a', 'echo first', {callback: 'http://172.17.0.1:8088'}),
+      event({type: 'command-started', jobId: 'job-a', pid: 100}),
+      event({type: 'command-finished', jobId: 'job-a', exitCode: 0, signal: null, timedOut: false, durationMs: 12, stdoutBytes: 6, stderrBytes: 0, truncated: false}),
+      event({type: 'callback-failed', jobId: 'job-a', attempt: 1, error: 'HTTP 503', retryInMs: 1000}),
+      event({type: 'callback-delivered', jobId: 'job-a', attempt: 2, status: 200, durationMs: 3}),
+      accepted('job-b', 'echo second'),
+    ];
+    const {feed} = manualFeed(snapshot(history));
+    const {lastFrame, stdin, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    await tick();
+    assert.match(lastFrame() ?? '', /> .*echo second/);
+    stdin.write('j');
+    await tick();
+    assert.match(lastFrame() ?? '', /> .*echo first .*exit 0 .*ok 200/);
+    stdin.write('\r');
+    await tick();
+    const detail = lastFrame() ?? '';
+    assert.match(detail, /Request details/);
+    assert.match(detail, /command +echo first/);
+    assert.match(detail, /env keys +MY_NAME \(values hidden\)/);
+    assert.match(detail, /exit code +0/);
+    assert.match(detail, /attempt 1 +\d\d:\d\d:\d\d failed: HTTP 503/);
+    assert.match(detail, /attempt 2 +\d\d:\d\d:\d\d delivered, HTTP 200/);
+    stdin.write('\u001B');
+    await tick();
+    assert.doesNotMatch(lastFrame() ?? '', /Request details/);
+    unmount();
+  });
+
+  it('filters with /, pauses with p, clears with c and shows help with ?', async () => {
+    const {feed, send} = manualFeed(snapshot([accepted('1', 'uptime'), accepted('2', 'df -h'), accepted('3', 'uptime -p')]));
+    const {lastFrame, stdin, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    await tick();
+    for (const key of ['/', 'u', 'p', 't', '\r']) {
+      stdin.write(key);
+      await tick();
+    }
+    const filtered = lastFrame() ?? '';
+    assert.match(filtered, /uptime -p/);
+    assert.doesNotMatch(filtered, /df -h/);
+    assert.match(filtered, /\/ filter \[upt\]/);
+    stdin.write('p');
+    await tick();
+    send({type: 'event', event: accepted('4', 'uptime --since')});
+    await tick();
+    assert.match(lastFrame() ?? '', /PAUSED/);
+    assert.doesNotMatch(lastFrame() ?? '', /uptime --since/);
+    stdin.write('p');
+    await tick();
+    assert.match(lastFrame() ?? '', /uptime --since/);
+    stdin.write('?');
+    await tick();
+    assert.match(lastFrame() ?? '', /Keys[\s\S]*p +pause or resume/);
+    stdin.write('\u001B');
+    await tick();
+    stdin.write('c');
+    await tick();
+    assert.match(lastFrame() ?? '', /no request matches "upt"/);
+    unmount();
+  });
+
+  it('says when the daemon is away', async () => {
+    const {feed, send} = manualFeed(snapshot());
+    const {lastFrame, unmount} = render(<Dashboard feed={feed} colour={false} now={() => NOW} />);
+    send({type: 'disconnected', reason: 'the sidecar is not running'});
+    await tick();
+    assert.match(lastFrame() ?? '', /\[disconnected: the sidecar is not running \(retrying\)\]/);
+    unmount();
+  });
+
+  it('fits a narrow terminal, dropping the source and callback columns', async () => {
+    const output: string[] = [];
+    const stdout = Object.assign(new EventEmitter(), {columns: 50, rows: 20, isTTY: false, write: (frame: string) => output.push(frame)});
+    const {feed} = manualFeed(snapshot([accepted('1', 'a command far too long for a narrow terminal to show whole')]));
+    const instance = renderInk(<Dashboard feed={feed} colour={false} now={() => NOW} />, {stdout: stdout as unknown as NodeJS.WriteStream, debug: true, patchConsole: false});
+    await tick();
+    const frame = output.at(-1) ?? '';
+    for (const line of frame.split('\n')) assert.ok(line.length <= 50, `"${line}" is ${line.length} wide`);
+    assert.match(frame, /TIME +COMMAND +MODE +STATE/);
+    assert.doesNotMatch(frame, /SOURCE|CALLBACK/);
+    assert.match(frame, /> \d\d:\d\d:\d\d a command far… wait/);
+    instance.unmount();
+  });
+});
