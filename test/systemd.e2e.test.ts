@@ -45,6 +45,12 @@ describe('dffs-ctl on a real systemd', () => {
     assert.equal(await box.ok('test -e /usr/local/lib/dataflux-func-sidecar/current/node_modules/typescript && echo dev || echo prod-only'), 'prod-only');
   });
 
+  it('publishes its control socket to root and the dffs group only', async () => {
+    assert.equal(await box.ok('stat -c "%a %U:%G" /run/dataflux-func-sidecar /run/dataflux-func-sidecar/control.sock'), '750 dffs:dffs\n660 dffs:dffs');
+    const outsider = await box.sh(`runuser -u nobody -- node -e "require('net').connect('/run/dataflux-func-sidecar/control.sock').on('error', e => { console.log(e.code); process.exit(1) })"`);
+    assert.deepEqual([outsider.exitCode, outsider.stdout], [1, 'EACCES']);
+  });
+
   it('answers the greeting', async () => {
     assert.match(await box.ok('curl -s http://127.0.0.1:8099/'), /^Welcome to DataFlux Func Sidecar\n\* Version: /);
   });

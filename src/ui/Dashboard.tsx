@@ -170,7 +170,15 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
       : `secret: set${secret.createdAt ? ` ${formatDuration((current - Date.parse(secret.createdAt)) / 1000)} ago` : ''}${secret.oldKeyAcceptedUntil ? `, old key until ${clock(Date.parse(secret.oldKeyAcceptedUntil))}` : ''}`;
   const refusals = Object.entries(counters.refusedByReason).map(([reason, count]) => `${reason} ${count}`).join(', ');
   const title = ` ${status?.version ?? ''}  up ${uptime}  pid ${status?.pid ?? '-'}  `;
-  const connectionText = connection.connected ? (stopping ? 'stopping…' : frozen ? 'PAUSED' : 'live') : `disconnected: ${connection.reason ?? ''} (retrying)`;
+  const connectionText = connection.connected
+    ? stopping
+      ? 'stopping…'
+      : frozen
+        ? 'PAUSED'
+        : 'live'
+    : status
+      ? `disconnected: ${connection.reason ?? ''} (retrying)`
+      : 'connecting…';
 
   const header = (
     <Box flexDirection="column">

@@ -26,6 +26,7 @@ export function socketFeed(path: string, retryMs = 1000): DashboardFeed {
           } catch (error) {
             listener({type: 'disconnected', reason: (error as Error).message});
           }
+          // A client dropped for reading too slowly, or a restarted daemon: start again from a snapshot.
           await new Promise((resolve) => setTimeout(resolve, retryMs));
         }
       })();

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import {readFileSync} from 'node:fs';
+import {dirname, join, resolve} from 'node:path';
+import {it} from 'node:test';
+import {fileURLToPath} from 'node:url';
+
+const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
+
+/** Everything a module loads at start: static imports, followed through the built files. */
+function staticImports(file: string, seen = new Set<string>()): Set<string> {
+  if (seen.has(file)) return seen;
+  seen.add(file);
+  const source = readFileSync(file, 'utf8');
+  for (const [, specifier] of source.matchAll(/^\s*(?:import|export)\s[^;]*?from\s+['"]([^'"]+)['"]/gm)) {
+    if (specifier.startsWith('.')) staticImports(resolve(dirname(file), specifier), seen);
+    else seen.add(specifier);
+  }
+  return seen;
+}
+
+it('serve loads neither Ink nor React unless it draws the dashboard', () => {
+  const loaded = [...staticImports(join(DIST, 'commands', 'serve.js'))];
+  assert.ok(loaded.some((entry) => entry.endsWith('daemon.js')), 'the walk follows the daemon');
+  assert.deepEqual(loaded.filter((entry) => /^(ink|react)(\/|$)|\/ui\//.test(entry)), []);
+  assert.match(readFileSync(join(DIST, 'serve.js'), 'utf8'), /await import\('\.\/ui\/run\.js'\)/);
+});

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import {createServer} from 'node:net';
+import type {AddressInfo} from 'node:net';
+import {join} from 'node:path';
+import {after, before, describe, it} from 'node:test';
+import {fileURLToPath} from 'node:url';
+import {execa} from 'execa';
+import {eventually, signedPost, tempDir, TEST_SECRET, writeTestConfig} from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// A tmux server of this test's own, killed with everything in it when the file ends.
+const SERVER = `dffs-e2e-tmux-${process.pid}`;
+const tmux = (...args: string[]) => execa('tmux', ['-L', SERVER, ...args], {stdin: 'ignore'});
+const screen = async (session: string) => (await tmux('capture-pane', '-p', '-t', session)).stdout;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const {port} = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function waitForScreen(session: string, pattern: RegExp, what: string) {
+  return eventually(async () => (pattern.test(await screen(session)) ? true : undefined), 15_000, `${what} on the ${session} screen`);
+}
+
+// Made here, not in a hook: its clean-up then runs when the file ends.
+const dir = tempDir();
+
+describe('the dashboard in a real terminal (tmux)', () => {
+  let url = '';
+  let serveCommand = '';
+  let socket = '';
+
+  before(async () => {
+    const version = await execa('tmux', ['-V'], {reject: false});
+    if (version.exitCode !== 0) throw new Error('tmux is not installed: apt-get install tmux (.ci/run does)');
+    const port = await freePort();
+    const config = writeTestConfig(dir, {BIND: `127.0.0.1:${port}`, SECRET_KEY: TEST_SECRET, DRAIN_TIMEOUT: 5});
+    socket = join(dir, 'control.sock');
+    url = `http://127.0.0.1:${port}`;
+    serveCommand = `cd ${ROOT} && node bin/run.js serve --config ${config} --control-socket ${socket}; echo serve-exited-$?; sleep 60`;
+  });
+  after(async () => {
+    await tmux('kill-server').catch(() => undefined);
+  });
+
+  it('serve draws the requests it runs, with their exit status, and opens details', async () => {
+    await tmux('new-session', '-d', '-s', 'serve', '-x', '100', '-y', '30', serveCommand);
+    await waitForScreen('serve', /\[live\]/, 'the dashboard');
+    await signedPost(url, {command: 'echo tmux-check'});
+    await signedPost(url, {command: 'exit 7'});
+    await waitForScreen('serve', /echo tmux-check .*exit 0/, 'the first command and its exit');
+    await waitForScreen('serve', /> .*exit 7 +wait +exit 7/, 'the failing command, selected');
+    // One key per call: sent together they reach the program as one chunk of input.
+    await tmux('send-keys', '-t', 'serve', 'j');
+    await waitForScreen('serve', /> .*echo tmux-check/, 'the selection moving down');
+    await tmux('send-keys', '-t', 'serve', 'Enter');
+    await waitForScreen('serve', /Request details[\s\S]*command +echo tmux-check/, 'the detail view');
+    await tmux('send-keys', '-t', 'serve', 'Escape');
+    await waitForScreen('serve', /TIME +SOURCE +COMMAND/, 'the table again');
+  });
+
+  it('tui attached to the daemon shows the history and live requests', async () => {
+    await tmux('new-session', '-d', '-s', 'tui', '-x', '100', '-y', '30', `cd ${ROOT} && node bin/run.js tui --socket ${socket}`);
+    await waitForScreen('tui', /echo tmux-check .*exit 0/, 'the history');
+    await signedPost(url, {command: 'echo seen-by-tui'});
+    await waitForScreen('tui', /echo seen-by-tui .*exit 0/, 'a live request');
+  });
+
+  it('q stops serve cleanly; tui says so, and reconnects when it is back', async () => {
+    await tmux('send-keys', '-t', 'serve', 'q');
+    await waitForScreen('serve', /serve-exited-0/, 'serve exiting with 0');
+    await waitForScreen('tui', /\[disconnected: /, 'the disconnection');
+    await tmux('new-session', '-d', '-s', 'serve-again', '-x', '100', '-y', '30', serveCommand);
+    await waitForScreen('tui', /\[live\][\s\S]*requests 0/, 'the new daemon');
+    await signedPost(url, {command: 'echo after-restart'});
+    await waitForScreen('tui', /echo after-restart .*exit 0/, 'a request to the new daemon');
+    await tmux('send-keys', '-t', 'tui', 'q');
+    await eventually(async () => ((await tmux('has-session', '-t', 'tui').catch(() => undefined)) ? undefined : true), 10_000, 'tui to quit');
+    await tmux('send-keys', '-t', 'serve-again', 'q');
+    await waitForScreen('serve-again', /serve-exited-0/, 'the second serve exiting');
+  });
+});
