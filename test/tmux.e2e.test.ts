@@ -1,4 +1,3 @@
-import assert from 'node:assert/strict';
 import {createServer} from 'node:net';
 import type {AddressInfo} from 'node:net';
 import {join} from 'node:path';
