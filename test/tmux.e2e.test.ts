@@ -9,7 +9,8 @@ import {eventually, signedPost, tempDir, TEST_SECRET, writeTestConfig} from './h
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // A tmux server of this test's own, killed with everything in it when the file ends.
 const SERVER = `dffs-e2e-tmux-${process.pid}`;
-const tmux = (...args: string[]) => execa('tmux', ['-L', SERVER, ...args], {stdin: 'ignore'});
+// CI=false: with CI set, Ink draws only the last frame, on exit (its is-in-ci check); the panes inherit this.
+const tmux = (...args: string[]) => execa('tmux', ['-L', SERVER, ...args], {stdin: 'ignore', env: {CI: 'false'}});
 const screen = async (session: string) => (await tmux('capture-pane', '-p', '-t', session)).stdout;
 
 async function freePort(): Promise<number> {
