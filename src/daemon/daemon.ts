@@ -400,19 +400,9 @@ export class Daemon {
 
   #finish(job: Job, result: CommandResult): void {
     this.#running.delete(job.id);
-    const {exitCode, signal, timedOut, durationMs, stdoutBytes, stderrBytes, truncated, error} = result;
-    this.bus.emit({
-      type: 'command-finished',
-      jobId: job.id,
-      exitCode,
-      signal,
-      timedOut,
-      durationMs,
-      stdoutBytes,
-      stderrBytes,
-      truncated,
-      ...(error ? {error} : {}),
-    });
+    // Everything but the output, which is never logged.
+    const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
+    this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
     job.resolve(result);
     if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
     const next = this.#queue.shift();

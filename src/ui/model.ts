@@ -126,23 +126,11 @@ export function applyEvent(state: DashboardState, event: SidecarEvent, live: boo
       };
     }
     case 'command-finished': {
-      const {exitCode, signal, timedOut, durationMs, stdoutBytes, stderrBytes, truncated, error} = event;
+      const {type: _type, level: _level, jobId, time, ...outcome} = event;
       return {
         ...next,
         running: live ? Math.max(0, next.running - 1) : next.running,
-        rows: updateRow(next, event.jobId, (row) => ({
-          ...row,
-          state: 'finished',
-          finishedAt: event.time,
-          exitCode,
-          signal,
-          timedOut,
-          durationMs,
-          stdoutBytes,
-          stderrBytes,
-          truncated,
-          ...(error ? {error} : {}),
-        })),
+        rows: updateRow(next, jobId, (row) => ({...row, ...outcome, state: 'finished', finishedAt: time})),
       };
     }
     case 'callback-delivered':
