@@ -311,7 +311,8 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
 
 /** The block the manual shows after an install, with start and stop the right way round. */
 export function installSummary(result: Pick<InstallResult, 'bind' | 'secretKey'>): string {
-  const firstAddress = parseBindList(result.bind).find((address) => address.host !== '127.0.0.1') ?? parseBindList(result.bind)[0];
+  const addresses = parseBindList(result.bind);
+  const firstAddress = addresses.find((address) => address.host !== '127.0.0.1') ?? addresses[0];
   return `Bind:
     ${result.bind}
 Secret Key:

@@ -1,5 +1,5 @@
 import {existsSync} from 'node:fs';
-import {generateSecretKey, readConfig, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
+import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
 import {startControlServer} from './daemon/control-server.js';
 import {Daemon} from './daemon/daemon.js';
 import {formatEvent} from './daemon/log.js';
@@ -37,7 +37,6 @@ export interface ServeOptions {
  * SIGHUP. Resolves when it has stopped.
  */
 export async function serve(options: ServeOptions): Promise<void> {
-  readConfig(options.configPath);
   const daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
     if (!options.dashboard) created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
   });

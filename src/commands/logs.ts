@@ -27,7 +27,7 @@ export default class Logs extends Command {
     const json = this.jsonEnabled();
     const colour = process.stdout.isTTY === true && !process.env.NO_COLOR;
     const entries: LogEntry[] = [];
-    const journal = execa('journalctl', journalArgs({...flags, lines: flags.lines}), {reject: false, stdin: 'ignore', buffer: {stdout: false}});
+    const journal = execa('journalctl', journalArgs(flags), {reject: false, stdin: 'ignore', buffer: {stdout: false}});
     for await (const line of journal) {
       const entry = parseJournalLine(line);
       if (!entry) continue;

@@ -7,7 +7,7 @@ export default class Serve extends Command {
   static override summary = 'Run the sidecar daemon in the foreground.';
   static override description = `Listens on every BIND address for DataFlux Func's signed POST /shell requests and runs each command with /bin/sh as the current user (the service runs it as dffs). In a terminal it draws a live dashboard of the requests (q quits, ? lists the keys); otherwise, or with --no-dashboard, it logs one line per event to stdout: JSON when stdout is not a terminal.
 
-The config is ${'/etc/dataflux-func-sidecar'} for root, otherwise ~/.config/dataflux-func-sidecar/config.json; a personal config that does not exist yet is created with a random secret key. Flags override the file.
+The config is /etc/dataflux-func-sidecar for root, otherwise ~/.config/dataflux-func-sidecar/config.json; a personal config that does not exist yet is created with a random secret key. Flags override the file.
 
 Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping running commands; SIGTERM or Ctrl-C stops accepting, lets running commands and their callbacks finish (DRAIN_TIMEOUT), then exits; a second one stops at once.`;
 
