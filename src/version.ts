@@ -1,12 +1,13 @@
 import {readFileSync} from 'node:fs';
+import {join} from 'node:path';
+import {PACKAGE_ROOT} from './package-root.js';
 
 interface PackageInfo {
   version: string;
   releaseDate: string;
 }
 
-// package.json sits one level above both src/ and dist/, so this resolves in either.
-const packageInfo = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as PackageInfo;
+const packageInfo = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as PackageInfo;
 
 export const VERSION = packageInfo.version;
 export const RELEASE_DATE = packageInfo.releaseDate;

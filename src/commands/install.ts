@@ -1,5 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {install, installSummary, PACKAGE_ROOT, requireRoot, requireSystemd} from '../install.js';
+import {install, installSummary, requireRoot, requireSystemd} from '../install.js';
+import {PACKAGE_ROOT} from '../package-root.js';
 import {exitCodeFor} from '../user-error.js';
 
 export default class Install extends Command {

@@ -1,0 +1,135 @@
+import {execa} from 'execa';
+import assert from 'node:assert/strict';
+import {readFileSync} from 'node:fs';
+import {dirname, join, resolve} from 'node:path';
+import {before, describe, it} from 'node:test';
+import {fileURLToPath} from 'node:url';
+import {tempDir} from './helpers.js';
+import {useSandbox} from './sandbox.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const {version} = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {version: string};
+const {version: nodeVersion} = JSON.parse(readFileSync(join(ROOT, 'scripts/bundle/node-runtimes.json'), 'utf8')) as {version: string};
+const archive = (arch: string) => `/src/release/dataflux-func-sidecar-${version}-linux-${arch}.tar.gz`;
+const KEY = 'bundle-e2e-secret-key-0123456789';
+const LIB = '/usr/local/lib/dataflux-func-sidecar';
+
+before(async () => {
+  const result = await execa('node', ['--import', 'tsx', 'scripts/bundle.ts'], {cwd: ROOT, reject: false, all: true, stdin: 'ignore'});
+  if (result.exitCode !== 0) throw new Error(`npm run bundle failed:\n${result.all}`);
+});
+
+// A Debian host with systemd and no Node.js at all, as many of our users' hosts are.
+const box = useSandbox('dffs-e2e-bundle', {SANDBOX_NODE: 'none'});
+
+describe('the x64 offline bundle on a host without Node.js', () => {
+  it('is a host without Node.js', async () => {
+    assert.equal((await box.sh('command -v node || ls /usr/local/bin/node /usr/bin/node')).exitCode, 2);
+  });
+
+  it('unpacks to dataflux-func-sidecar/ with the manual\'s files, and its checksums verify', async () => {
+    await box.ok(`mkdir -p /opt/usb && tar -xzf ${archive('x64')} -C /opt/usb`);
+    const files = await box.ok('cd /opt/usb/dataflux-func-sidecar && ls');
+    assert.deepEqual(files.split('\n'), ['SHA256SUMS', 'app', 'dataflux-func-sidecar.service', 'run-sidecar.sh', 'version']);
+    assert.equal(await box.ok('cat /opt/usb/dataflux-func-sidecar/version'), version);
+    await box.ok('cd /opt/usb/dataflux-func-sidecar && sha256sum --strict --quiet -c SHA256SUMS');
+    assert.equal(await box.ok('/opt/usb/dataflux-func-sidecar/app/runtime/bin/node --version'), `v${nodeVersion}`);
+    assert.equal(await box.ok('test -e /opt/usb/dataflux-func-sidecar/app/node_modules && echo node_modules || echo bundled'), 'bundled');
+  });
+
+  it('refuses to install without root', async () => {
+    const result = await box.sh('runuser -u nobody -- /bin/bash /opt/usb/dataflux-func-sidecar/run-sidecar.sh');
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /must run as root: sudo \/bin\/bash run-sidecar\.sh/);
+  });
+
+  it('installs with run-sidecar.sh, prints the manual\'s block, and answers a signed exec', async () => {
+    const out = await box.ok(`cd /opt/usb/dataflux-func-sidecar && /bin/bash run-sidecar.sh --bind 127.0.0.1:8099 --secret-key ${KEY}`);
+    assert.match(out, new RegExp(`Installed DataFlux Func Sidecar ${version.replace(/\./g, '\\.')}`));
+    assert.match(out, new RegExp(`Bind:\\n    127\\.0\\.0\\.1:8099\\nSecret Key:\\n    ${KEY}\\nTo start:\\n    sudo systemctl start dataflux-func-sidecar`));
+    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar'), 'active');
+    assert.equal(await box.ok('dffs-ctl exec hostname'), await box.ok('hostname'));
+  });
+
+  it('runs the installed commands on the runtime it copied, not on anything of the host', async () => {
+    assert.match(await box.ok('cat /usr/local/bin/dffs-ctl /usr/local/bin/dataflux-func-sidecar'), new RegExp(`exec '${LIB}/current/runtime/bin/node'`));
+    assert.equal(await box.ok(`${LIB}/current/runtime/bin/node --version`), `v${nodeVersion}`);
+    assert.match(await box.ok('dffs-ctl --version'), new RegExp(`dataflux-func-sidecar/${version} linux-x64 node-v${nodeVersion}`));
+    const pid = await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar');
+    assert.equal(await box.ok(`readlink -f /proc/${pid}/exe`), await box.ok(`readlink -f ${LIB}/current/runtime/bin/node`));
+  });
+
+  it('upgrades when run again, keeping the config', async () => {
+    const before = {
+      release: await box.ok(`readlink ${LIB}/current`),
+      config: await box.ok('cat /etc/dataflux-func-sidecar'),
+      pid: await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar'),
+    };
+    const out = await box.ok('/bin/bash /opt/usb/dataflux-func-sidecar/run-sidecar.sh');
+    assert.match(out, /Upgraded DataFlux Func Sidecar/);
+    assert.match(out, new RegExp(`Secret Key:\\n    ${KEY}\\n`));
+    assert.notEqual(await box.ok(`readlink ${LIB}/current`), before.release);
+    // The same runtime is linked, not copied again: one inode for both releases.
+    assert.equal(await box.ok(`stat -c %i ${before.release}/runtime/bin/node ${LIB}/current/runtime/bin/node | uniq | wc -l`), '1');
+    assert.equal(await box.ok('cat /etc/dataflux-func-sidecar'), before.config);
+    assert.notEqual(await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar'), before.pid);
+    assert.equal(await box.ok('dffs-ctl exec hostname'), await box.ok('hostname'));
+  });
+
+  it('refuses a damaged copy and leaves the running service alone', async () => {
+    const release = await box.ok(`readlink ${LIB}/current`);
+    await box.ok('cp -a /opt/usb/dataflux-func-sidecar /opt/damaged && echo "// changed" >> /opt/damaged/app/dist/commands/serve.js');
+    const result = await box.sh('/bin/bash /opt/damaged/run-sidecar.sh');
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /do not match SHA256SUMS: copy the whole dataflux-func-sidecar directory again/);
+    assert.equal(await box.ok(`readlink ${LIB}/current`), release);
+    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar'), 'active');
+  });
+
+  it('refuses the arm64 bundle on this x86_64 host', async () => {
+    await box.ok(`mkdir -p /opt/arm && tar -xzf ${archive('arm64')} -C /opt/arm`);
+    const result = await box.sh('/bin/bash /opt/arm/dataflux-func-sidecar/run-sidecar.sh');
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /this bundle is for aarch64, but this host is x86_64/);
+  });
+
+  it('uninstalls completely', async () => {
+    await box.ok('dffs-ctl uninstall --purge');
+    assert.equal(await box.ok(`test -e ${LIB} || test -e /usr/local/bin/dffs-ctl || getent passwd dffs >/dev/null && echo left || echo gone`), 'gone');
+  });
+});
+
+describe('the arm64 offline bundle', () => {
+  const directory = tempDir();
+  const bundle = join(directory, 'dataflux-func-sidecar');
+  before(async () => {
+    await execa('tar', ['-xzf', join(ROOT, archive('arm64').replace('/src/', '')), '-C', directory]);
+  });
+
+  it('runs its Node.js runtime and dffs-ctl --version under qemu-aarch64-static', async () => {
+    const qemu = ['-L', '/usr/aarch64-linux-gnu'];
+    const available = await execa('sh', ['-c', 'command -v qemu-aarch64-static && test -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1'], {reject: false});
+    assert.equal(available.exitCode, 0, 'needs qemu-aarch64-static and an aarch64 C library: apt-get install qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross (.ci/run does)');
+    await execa('sha256sum', ['--strict', '--quiet', '-c', 'SHA256SUMS'], {cwd: bundle});
+    const node = join(bundle, 'app/runtime/bin/node');
+    assert.match((await execa('readelf', ['-h', node])).stdout, /Machine:\s+AArch64/);
+    assert.equal((await execa('qemu-aarch64-static', [...qemu, node, '--version'])).stdout, `v${nodeVersion}`);
+    const cli = await execa('qemu-aarch64-static', [...qemu, node, join(bundle, 'app/bin/run.js'), '--version']);
+    assert.match(cli.stdout, new RegExp(`dataflux-func-sidecar/${version} linux-arm64 node-v${nodeVersion}`));
+  });
+
+  it('keeps Ink and React out of what the bundled serve loads at start', () => {
+    const loaded = new Set<string>();
+    const visit = (file: string): void => {
+      if (loaded.has(file)) return;
+      loaded.add(file);
+      // Static imports only: the dashboard comes in through import("./run-….js").
+      for (const [, specifier] of readFileSync(file, 'utf8').matchAll(/\bimport\s*(?:[\w$*{},\s]+from\s*)?["'](\.[^"']+)["']/g)) {
+        visit(resolve(dirname(file), specifier));
+      }
+    };
+    visit(join(bundle, 'app/dist/commands/serve.js'));
+    assert.ok(loaded.size > 2, 'the walk follows the shared chunks');
+    assert.deepEqual([...loaded].filter((file) => /yoga/i.test(readFileSync(file, 'utf8'))), []);
+  });
+});
