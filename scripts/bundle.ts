@@ -78,6 +78,15 @@ async function bundleApplication(appDir: string): Promise<void> {
     // CommonJS packages (oclif) call require() for Node's built-in modules.
     banner: {js: "import {createRequire as __bundleCreateRequire} from 'node:module';const require=__bundleCreateRequire(import.meta.url);"},
     logLevel: 'warning',
+    plugins: [
+      {
+        // bin/run.js imports the compiled ../dist/serve-cli.js: bundle its source like the rest, once.
+        name: 'dist-to-src',
+        setup(on) {
+          on.onResolve({filter: /^\.\.\/dist\//}, (args) => ({path: join(ROOT, 'src', args.path.slice('../dist/'.length).replace(/\.js$/, '.ts'))}));
+        },
+      },
+    ],
   });
   const {name, version, releaseDate, description, license, type, engines, bin, oclif} = packageJson;
   writeFileSync(join(appDir, 'package.json'), `${JSON.stringify({name, version, releaseDate, description, license, type, engines, bin, oclif, nodeRuntime: pins.version}, null, 2)}\n`);

@@ -1,4 +1,4 @@
-import {request} from 'node:http';
+import {http} from './node-http.js';
 import type {BindAddress} from './bind.js';
 import {formatBindAddress} from './bind.js';
 
@@ -23,7 +23,7 @@ export function baseUrl(address: BindAddress, port = address.port): string {
 /** Whether a sidecar answers `GET /` there, and with which version. */
 export function probeBind(address: BindAddress, timeoutMs = 2000, port = address.port): Promise<BindProbe> {
   return new Promise((resolve) => {
-    const req = request(`${baseUrl(address, port)}/`, {timeout: timeoutMs}, (res) => {
+    const req = http.request(`${baseUrl(address, port)}/`, {timeout: timeoutMs}, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {

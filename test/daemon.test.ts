@@ -149,140 +149,143 @@ describe('replay protection across bind addresses', async () => {
   });
 });
 
-describe('running commands', async () => {
-  const {url, daemon, events} = await startTestDaemon();
+// Both ways of starting commands: the dffs-spawn helper (the default) and Node's own fork().
+for (const spawner of ['dffs-spawn', 'node'] as const) {
+  describe(`running commands, started by ${spawner}`, async () => {
+    const {url, daemon, events} = await startTestDaemon({}, 50, spawner === 'node' ? null : undefined);
 
-  it('returns stdout, stderr and the exit code; a failing command is still 200', async () => {
-    const res = await signedPost(url, {command: 'echo out; echo err >&2; exit 3'});
-    assert.equal(res.status, 200);
-    assert.equal(res.json.ok, true);
-    assert.equal(res.json.message, '');
-    const {data} = res.json;
-    assert.deepEqual(
-      {stdout: data.stdout, stderr: data.stderr, exitCode: data.exitCode, signal: data.signal, timedOut: data.timedOut, truncated: data.truncated},
-      {stdout: 'out\n', stderr: 'err\n', exitCode: 3, signal: null, timedOut: false, truncated: false},
-    );
-    assert.equal(typeof data.durationMs, 'number');
-    assert.match(data.jobId, /^[0-9a-f-]{36}$/);
-  });
-
-  it('reports a command killed by a signal', async () => {
-    const {json} = await signedPost(url, {command: 'kill -9 $$'});
-    assert.equal(json.data.exitCode, null);
-    assert.equal(json.data.signal, 'SIGKILL');
-  });
-
-  it('runs the exact body Func sends, with \\/ and \\u escapes', async () => {
-    const body = '{"command":"printf \'%s\\\\n\' \\u4f60\\u597d \\/tmp","wait":true}';
-    const res = await signedPost(url, body);
-    assert.equal(res.status, 200, res.raw);
-    assert.equal(res.json.data.stdout, '你好\n/tmp\n');
-  });
-
-  it('runs in the workdir, and refuses one that is missing, a file or not enterable', async () => {
-    const dir = tempDir();
-    assert.equal((await signedPost(url, {command: 'pwd', workdir: dir})).json.data.stdout, `${dir}\n`);
-    const missing = await signedPost(url, {command: 'pwd', workdir: join(dir, 'missing')});
-    assert.equal(missing.status, 400);
-    assert.equal(missing.json.message, `workdir ${join(dir, 'missing')} does not exist`);
-    writeFileSync(join(dir, 'file'), '');
-    const file = await signedPost(url, {command: 'pwd', workdir: join(dir, 'file')});
-    assert.equal(file.status, 400);
-    assert.match(file.json.message, /is not a directory/);
-  });
-
-  it('passes envs as a list or an object on a clean base, without the daemon\'s environment', async () => {
-    process.env.DFFS_DAEMON_ONLY = 'leak';
-    try {
-      const list = await signedPost(url, {command: 'env', envs: ['MY_NAME=Tom', 'EQ=a=b']});
-      const env = Object.fromEntries(list.json.data.stdout.trim().split('\n').map((line: string) => line.split(/=(.*)/s).slice(0, 2)));
-      assert.equal(env.MY_NAME, 'Tom');
-      assert.equal(env.EQ, 'a=b');
-      assert.equal(env.LANG, 'C.UTF-8');
-      assert.ok(env.PATH && env.HOME && env.USER);
-      assert.equal(env.DFFS_DAEMON_ONLY, undefined);
-      assert.ok(!list.json.data.stdout.includes(TEST_SECRET));
-      const object = await signedPost(url, {command: 'echo "$MY_NAME"', envs: {MY_NAME: 'Jerry'}});
-      assert.equal(object.json.data.stdout, 'Jerry\n');
-    } finally {
-      delete process.env.DFFS_DAEMON_ONLY;
-    }
-  });
-
-  it('answers 400 naming the field for a wrong body, and runs nothing', async () => {
-    const before = events.filter((e) => e.type === 'command-started').length;
-    for (const [body, message] of [
-      ['{"command":', /not valid JSON/],
-      ['{"command": ["ls"]}', /command must be a string/],
-      ['{"command": "ls", "wait": 1}', /wait must be true or false/],
-      ['{"command": "ls", "envs": ["NOEQUALS"]}', /envs\[0\]/],
-      ['{"command": "ls", "envs": ["LD_PRELOAD=/x.so"]}', /LD_PRELOAD is refused/],
-      ['{"command": "ls", "callbackURL": "ftp://x/"}', /callbackURL/],
-      ['{"command": "ls", "extra": 1}', /unknown field "extra"/],
-    ] as const) {
-      const res = await signedPost(url, body);
-      assert.equal(res.status, 400, body);
-      assert.equal(res.json.ok, false);
-      assert.match(res.json.message, message);
-    }
-    assert.equal(events.filter((e) => e.type === 'command-started').length, before);
-  });
-
-  it('kills the whole process group on timeout, grandchildren included', async () => {
-    const dir = tempDir();
-    const res = await signedPost(url, {
-      command: `sh -c 'sleep 300 & echo $! > ${dir}/grandchild; wait' & echo $! > ${dir}/child; wait`,
-      timeout: 1,
+    it('returns stdout, stderr and the exit code; a failing command is still 200', async () => {
+      const res = await signedPost(url, {command: 'echo out; echo err >&2; exit 3'});
+      assert.equal(res.status, 200);
+      assert.equal(res.json.ok, true);
+      assert.equal(res.json.message, '');
+      const {data} = res.json;
+      assert.deepEqual(
+        {stdout: data.stdout, stderr: data.stderr, exitCode: data.exitCode, signal: data.signal, timedOut: data.timedOut, truncated: data.truncated},
+        {stdout: 'out\n', stderr: 'err\n', exitCode: 3, signal: null, timedOut: false, truncated: false},
+      );
+      assert.equal(typeof data.durationMs, 'number');
+      assert.match(data.jobId, /^[0-9a-f-]{36}$/);
     });
-    assert.equal(res.json.data.timedOut, true);
-    assert.equal(res.json.data.exitCode, null);
-    const pids = ['child', 'grandchild'].map((name) => Number(readFileSync(join(dir, name), 'utf8')));
-    await eventually(() => (pids.some(processExists) ? undefined : true), 5000, 'child and grandchild to be gone');
-  });
 
-  it('does not hang when a background child keeps stdout open', async () => {
-    const res = await signedPost(url, {command: 'sleep 60 & echo started'});
-    assert.equal(res.json.data.stdout, 'started\n');
-    assert.ok(res.json.data.durationMs < 10_000);
-    const started = events.find((e) => e.type === 'command-started' && e.jobId === res.json.data.jobId);
-    if (started?.type === 'command-started') process.kill(-started.pid, 'SIGKILL');
-  });
+    it('reports a command killed by a signal', async () => {
+      const {json} = await signedPost(url, {command: 'kill -9 $$'});
+      assert.equal(json.data.exitCode, null);
+      assert.equal(json.data.signal, 'SIGKILL');
+    });
 
-  it('caps output while streaming: 200 MiB printed, 10 MiB kept, memory bounded', async () => {
-    const rssBefore = process.memoryUsage().rss;
-    const res = await signedPost(url, {command: 'yes | head -c 209715200; echo tail >&2'});
-    const {data} = res.json;
-    assert.equal(data.truncated, true);
-    assert.equal(data.stdout.length, 10 * 1024 * 1024);
-    assert.equal(data.stderr, 'tail\n');
-    assert.equal(data.exitCode, 0);
-    const finished = events.find((e) => e.type === 'command-finished' && e.jobId === data.jobId);
-    assert.equal(finished?.type === 'command-finished' && finished.stdoutBytes, 200 * 1024 * 1024);
-    // The reply itself holds 10 MiB several times over; 200 MiB kept would be far above this.
-    assert.ok(process.memoryUsage().rss - rssBefore < 150 * 1024 * 1024, 'rss grew by less than 150 MiB');
-  });
+    it('runs the exact body Func sends, with \\/ and \\u escapes', async () => {
+      const body = '{"command":"printf \'%s\\\\n\' \\u4f60\\u597d \\/tmp","wait":true}';
+      const res = await signedPost(url, body);
+      assert.equal(res.status, 200, res.raw);
+      assert.equal(res.json.data.stdout, '你好\n/tmp\n');
+    });
 
-  it('keeps running a command whose client went away, and still sends its callback', async () => {
-    const dir = tempDir();
-    const receiver = await startCallbackReceiver();
-    const controller = new AbortController();
-    const pending = signedPost(url, {command: `sleep 1; echo done > ${dir}/out; echo finished`, callbackURL: receiver.url}, {signal: controller.signal});
-    await eventually(() => events.find((e) => e.type === 'request-accepted' && e.command.includes(dir)), 5000, 'the request to be accepted');
-    controller.abort();
-    await assert.rejects(pending);
-    const [callback] = await receiver.waitFor(1);
-    assert.equal(readFileSync(join(dir, 'out'), 'utf8'), 'done\n');
-    assert.deepEqual(JSON.parse(callback.body), {kwargs: {stdout: 'finished\n', stderr: ''}});
-  });
+    it('runs in the workdir, and refuses one that is missing, a file or not enterable', async () => {
+      const dir = tempDir();
+      assert.equal((await signedPost(url, {command: 'pwd', workdir: dir})).json.data.stdout, `${dir}\n`);
+      const missing = await signedPost(url, {command: 'pwd', workdir: join(dir, 'missing')});
+      assert.equal(missing.status, 400);
+      assert.equal(missing.json.message, `workdir ${join(dir, 'missing')} does not exist`);
+      writeFileSync(join(dir, 'file'), '');
+      const file = await signedPost(url, {command: 'pwd', workdir: join(dir, 'file')});
+      assert.equal(file.status, 400);
+      assert.match(file.json.message, /is not a directory/);
+    });
 
-  it('never logs the secret, env values or output', async () => {
-    await signedPost(url, {command: 'echo visible-output', envs: ['TOKEN=hidden-value']});
-    const log = daemon.bus.history().map((event) => formatEvent(event, true)).join('\n');
-    assert.ok(log.includes('echo visible-output'), 'the command is logged');
-    assert.ok(log.includes('"envKeys":["TOKEN"]'));
-    for (const secret of [TEST_SECRET, 'hidden-value', 'visible-output\\n']) assert.ok(!log.includes(secret), secret);
+    it('passes envs as a list or an object on a clean base, without the daemon\'s environment', async () => {
+      process.env.DFFS_DAEMON_ONLY = 'leak';
+      try {
+        const list = await signedPost(url, {command: 'env', envs: ['MY_NAME=Tom', 'EQ=a=b']});
+        const env = Object.fromEntries(list.json.data.stdout.trim().split('\n').map((line: string) => line.split(/=(.*)/s).slice(0, 2)));
+        assert.equal(env.MY_NAME, 'Tom');
+        assert.equal(env.EQ, 'a=b');
+        assert.equal(env.LANG, 'C.UTF-8');
+        assert.ok(env.PATH && env.HOME && env.USER);
+        assert.equal(env.DFFS_DAEMON_ONLY, undefined);
+        assert.ok(!list.json.data.stdout.includes(TEST_SECRET));
+        const object = await signedPost(url, {command: 'echo "$MY_NAME"', envs: {MY_NAME: 'Jerry'}});
+        assert.equal(object.json.data.stdout, 'Jerry\n');
+      } finally {
+        delete process.env.DFFS_DAEMON_ONLY;
+      }
+    });
+
+    it('answers 400 naming the field for a wrong body, and runs nothing', async () => {
+      const before = events.filter((e) => e.type === 'command-started').length;
+      for (const [body, message] of [
+        ['{"command":', /not valid JSON/],
+        ['{"command": ["ls"]}', /command must be a string/],
+        ['{"command": "ls", "wait": 1}', /wait must be true or false/],
+        ['{"command": "ls", "envs": ["NOEQUALS"]}', /envs\[0\]/],
+        ['{"command": "ls", "envs": ["LD_PRELOAD=/x.so"]}', /LD_PRELOAD is refused/],
+        ['{"command": "ls", "callbackURL": "ftp://x/"}', /callbackURL/],
+        ['{"command": "ls", "extra": 1}', /unknown field "extra"/],
+      ] as const) {
+        const res = await signedPost(url, body);
+        assert.equal(res.status, 400, body);
+        assert.equal(res.json.ok, false);
+        assert.match(res.json.message, message);
+      }
+      assert.equal(events.filter((e) => e.type === 'command-started').length, before);
+    });
+
+    it('kills the whole process group on timeout, grandchildren included', async () => {
+      const dir = tempDir();
+      const res = await signedPost(url, {
+        command: `sh -c 'sleep 300 & echo $! > ${dir}/grandchild; wait' & echo $! > ${dir}/child; wait`,
+        timeout: 1,
+      });
+      assert.equal(res.json.data.timedOut, true);
+      assert.equal(res.json.data.exitCode, null);
+      const pids = ['child', 'grandchild'].map((name) => Number(readFileSync(join(dir, name), 'utf8')));
+      await eventually(() => (pids.some(processExists) ? undefined : true), 5000, 'child and grandchild to be gone');
+    });
+
+    it('does not hang when a background child keeps stdout open', async () => {
+      const res = await signedPost(url, {command: 'sleep 60 & echo started'});
+      assert.equal(res.json.data.stdout, 'started\n');
+      assert.ok(res.json.data.durationMs < 10_000);
+      const started = events.find((e) => e.type === 'command-started' && e.jobId === res.json.data.jobId);
+      if (started?.type === 'command-started') process.kill(-started.pid, 'SIGKILL');
+    });
+
+    it('caps output while streaming: 200 MiB printed, 10 MiB kept, memory bounded', async () => {
+      const rssBefore = process.memoryUsage().rss;
+      const res = await signedPost(url, {command: 'yes | head -c 209715200; echo tail >&2'});
+      const {data} = res.json;
+      assert.equal(data.truncated, true);
+      assert.equal(data.stdout.length, 10 * 1024 * 1024);
+      assert.equal(data.stderr, 'tail\n');
+      assert.equal(data.exitCode, 0);
+      const finished = events.find((e) => e.type === 'command-finished' && e.jobId === data.jobId);
+      assert.equal(finished?.type === 'command-finished' && finished.stdoutBytes, 200 * 1024 * 1024);
+      // The reply itself holds 10 MiB several times over; 200 MiB kept would be far above this.
+      assert.ok(process.memoryUsage().rss - rssBefore < 150 * 1024 * 1024, 'rss grew by less than 150 MiB');
+    });
+
+    it('keeps running a command whose client went away, and still sends its callback', async () => {
+      const dir = tempDir();
+      const receiver = await startCallbackReceiver();
+      const controller = new AbortController();
+      const pending = signedPost(url, {command: `sleep 1; echo done > ${dir}/out; echo finished`, callbackURL: receiver.url}, {signal: controller.signal});
+      await eventually(() => events.find((e) => e.type === 'request-accepted' && e.command.includes(dir)), 5000, 'the request to be accepted');
+      controller.abort();
+      await assert.rejects(pending);
+      const [callback] = await receiver.waitFor(1);
+      assert.equal(readFileSync(join(dir, 'out'), 'utf8'), 'done\n');
+      assert.deepEqual(JSON.parse(callback.body), {kwargs: {stdout: 'finished\n', stderr: ''}});
+    });
+
+    it('never logs the secret, env values or output', async () => {
+      await signedPost(url, {command: 'echo visible-output', envs: ['TOKEN=hidden-value']});
+      const log = daemon.bus.history().map((event) => formatEvent(event, true)).join('\n');
+      assert.ok(log.includes('echo visible-output'), 'the command is logged');
+      assert.ok(log.includes('"envKeys":["TOKEN"]'));
+      for (const secret of [TEST_SECRET, 'hidden-value', 'visible-output\\n']) assert.ok(!log.includes(secret), secret);
+    });
   });
-});
+}
 
 describe('wait=false and callbacks', async () => {
   const {url, events} = await startTestDaemon();

@@ -32,10 +32,10 @@ export interface TestDaemon {
 }
 
 /** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */
-export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50): Promise<TestDaemon> {
+export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50, spawnHelper?: string | null): Promise<TestDaemon> {
   const configPath = writeTestConfig(tempDir(), {BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET, DRAIN_TIMEOUT: 5, ...config});
   const events: SidecarEvent[] = [];
-  const daemon = await Daemon.start({configPath, callbackBackoffMs}, (created) => created.bus.subscribe((event) => events.push(event)));
+  const daemon = await Daemon.start({configPath, callbackBackoffMs, spawnHelper}, (created) => created.bus.subscribe((event) => events.push(event)));
   after(() => daemon.stopNow());
   const port = daemon.listenerStatus()[0].port;
   return {daemon, url: `http://127.0.0.1:${port}`, configPath, events};

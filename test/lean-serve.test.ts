@@ -24,3 +24,10 @@ it('serve loads neither Ink nor React unless it draws the dashboard', () => {
   assert.deepEqual(loaded.filter((entry) => /^(ink|react)(\/|$)|\/ui\//.test(entry)), []);
   assert.match(readFileSync(join(DIST, 'serve.js'), 'utf8'), /await import\('\.\/ui\/run\.js'\)/);
 });
+
+it('the daemon\'s own start (bin/run.js serve) loads neither oclif nor Ink nor React', () => {
+  const loaded = [...staticImports(join(DIST, 'serve-cli.js'))];
+  assert.ok(loaded.some((entry) => entry.endsWith('daemon.js')), 'the walk follows the daemon');
+  assert.deepEqual(loaded.filter((entry) => /^(@oclif\/core|ink|react|execa|conf)(\/|$)|\/ui\//.test(entry)), []);
+  assert.match(readFileSync(join(DIST, '..', 'bin', 'run.js'), 'utf8'), /await import\('\.\.\/dist\/serve-cli\.js'\)\)\.leanServe\(/);
+});

@@ -1,7 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {ConfigError, defaultConfigPath} from '../config.js';
-import {defaultControlSocketPath} from '../control.js';
-import {ensurePersonalConfig, serve} from '../serve.js';
+import {ConfigError} from '../config.js';
+import {runServe, SERVE_FLAG_ENV} from '../serve-cli.js';
 
 export default class Serve extends Command {
   static override summary = 'Run the sidecar daemon in the foreground.';
@@ -19,9 +18,9 @@ Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping runni
   ];
 
   static override flags = {
-    bind: Flags.string({summary: 'Comma-separated host:port list to listen on (IPv6 as [::1]:8099).', env: 'DFFS_BIND'}),
-    'secret-key': Flags.string({summary: 'Secret key that requests must be signed with (prefer the config file: flags show in ps).', env: 'DFFS_SECRET_KEY'}),
-    config: Flags.string({summary: 'Config file to read.', env: 'DFFS_CONFIG'}),
+    bind: Flags.string({summary: 'Comma-separated host:port list to listen on (IPv6 as [::1]:8099).', env: SERVE_FLAG_ENV.bind}),
+    'secret-key': Flags.string({summary: 'Secret key that requests must be signed with (prefer the config file: flags show in ps).', env: SERVE_FLAG_ENV['secret-key']}),
+    config: Flags.string({summary: 'Config file to read.', env: SERVE_FLAG_ENV.config}),
     dashboard: Flags.boolean({
       summary: 'Draw the live dashboard when stdout is a terminal (--no-dashboard: log lines instead).',
       default: true,
@@ -30,26 +29,17 @@ Signals: SIGHUP re-reads the config (keys, binds, limits) without dropping runni
     'control-socket': Flags.string({
       summary: 'Unix socket that publishes status and events to dffs-ctl status and tui.',
       description: 'Default: $RUNTIME_DIRECTORY/control.sock under systemd, /run/dataflux-func-sidecar/control.sock for root, else a per-user path under $XDG_RUNTIME_DIR.',
-      env: 'DFFS_CONTROL_SOCKET',
+      env: SERVE_FLAG_ENV['control-socket'],
     }),
   };
 
   public async run(): Promise<void> {
     const {flags} = await this.parse(Serve);
-    const configPath = flags.config ?? defaultConfigPath();
-    const overrides = {bind: flags.bind, secretKey: flags['secret-key']};
-    // The key must not reach the commands this process starts, nor linger where they could read it.
-    delete process.env.DFFS_SECRET_KEY;
     try {
-      if (await ensurePersonalConfig(configPath, overrides)) {
-        process.stderr.write(
-          `Created ${configPath} with a new random secret key.\n` +
-            `Read the key with: ${this.config.bin} secret show --config ${configPath}\n`,
-        );
-      }
-      const controlSocket = flags['control-socket'] ?? defaultControlSocketPath();
-      const dashboard = flags.dashboard && process.stdout.isTTY === true;
-      await serve({configPath, controlSocket, overrides, dashboard, json: !process.stdout.isTTY, writeLine: (line) => process.stdout.write(`${line}\n`)});
+      await runServe(
+        {bind: flags.bind, secretKey: flags['secret-key'], config: flags.config, controlSocket: flags['control-socket'], dashboard: flags.dashboard},
+        this.config.bin,
+      );
     } catch (error) {
       if (error instanceof ConfigError) this.error(error.message, {exit: 78});
       this.error((error as Error).message, {exit: 1});

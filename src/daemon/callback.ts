@@ -1,5 +1,4 @@
-import {request as httpRequest} from 'node:http';
-import {request as httpsRequest} from 'node:https';
+import {http, https} from '../node-http.js';
 
 export interface CallbackAttempt {
   attempt: number;
@@ -24,7 +23,7 @@ const MAX_BACKOFF_MS = 30_000;
 
 function postOnce(url: URL, body: string, headers: Record<string, string>, timeoutMs: number, signal?: AbortSignal) {
   return new Promise<{status: number}>((resolve, reject) => {
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const send = url.protocol === 'https:' ? https.request : http.request;
     const req = send(
       url,
       {

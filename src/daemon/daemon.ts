@@ -11,6 +11,7 @@ import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} 
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
 import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
 export interface DaemonOptions {
@@ -19,7 +20,12 @@ export interface DaemonOptions {
   /** First callback retry delay in ms (tests shorten it). */
   callbackBackoffMs?: number;
   historySize?: number;
+  /** The dffs-spawn helper to start commands with: default, the one beside the program; null, none (fork from Node). */
+  spawnHelper?: string | null;
 }
+
+/** A helper that stops sooner than this after its start is not restarted: commands fork from Node instead. */
+const HELPER_RESTART_AFTER_MS = 5000;
 
 interface Job {
   id: string;
@@ -143,6 +149,7 @@ export class Daemon {
   readonly #callbackAbort = new AbortController();
   readonly #idleWaiters = new Set<() => void>();
   readonly #baseEnv: Record<string, string>;
+  #helper: SpawnHelper | undefined;
   #stopping: Promise<void> | undefined;
 
   private constructor(
@@ -165,6 +172,7 @@ export class Daemon {
     const daemon = new Daemon(options, settings);
     onCreated?.(daemon);
     daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
+    daemon.#startSpawner();
     daemon.#applyBinds();
     await Promise.all([...daemon.#listeners.values()].map((listener) => listener.ready));
     const statuses = daemon.listenerStatus();
@@ -246,6 +254,26 @@ export class Daemon {
       if (existing) void existing.close();
       this.#listeners.set(label, new Listener(address, (req, res) => this.#handle(req, res), this.bus));
     }
+  }
+
+  #startSpawner(): void {
+    const path = this.options.spawnHelper === null ? undefined : (this.options.spawnHelper ?? findSpawnHelper());
+    if (path === undefined) {
+      this.bus.emit({type: 'spawner', spawner: 'node'});
+      return;
+    }
+    const startedAt = Date.now();
+    this.#helper = new SpawnHelper(path, (reason) => {
+      this.#helper = undefined;
+      if (this.#stopping) return;
+      if (Date.now() - startedAt >= HELPER_RESTART_AFTER_MS) {
+        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, reason: `restarted: ${reason}`});
+        this.#startSpawner();
+      } else {
+        this.bus.emit({type: 'spawner', spawner: 'node', reason});
+      }
+    });
+    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: this.#helper.pid});
   }
 
   #refuse(req: IncomingMessage, res: ServerResponse, refusal: Refusal, headers: Record<string, string> = {}): void {
@@ -385,16 +413,19 @@ export class Daemon {
 
   #start(job: Job): void {
     const settings = this.#settings;
-    const command = runCommand({
-      command: job.request.command,
-      workdir: job.request.workdir,
-      env: {...this.#baseEnv, ...job.request.envs},
-      timeoutMs: (job.request.timeoutSeconds ?? settings.COMMAND_TIMEOUT) * 1000,
-      killGraceMs: settings.KILL_GRACE * 1000,
-      outputLimit: settings.OUTPUT_LIMIT,
-    });
+    const command = runCommand(
+      {
+        command: job.request.command,
+        workdir: job.request.workdir,
+        env: {...this.#baseEnv, ...job.request.envs},
+        timeoutMs: (job.request.timeoutSeconds ?? settings.COMMAND_TIMEOUT) * 1000,
+        killGraceMs: settings.KILL_GRACE * 1000,
+        outputLimit: settings.OUTPUT_LIMIT,
+      },
+      this.#helper,
+      (pid) => this.bus.emit({type: 'command-started', jobId: job.id, pid}),
+    );
     this.#running.set(job.id, {job, command, startedAt: Date.now()});
-    if (command.pid !== undefined) this.bus.emit({type: 'command-started', jobId: job.id, pid: command.pid});
     void command.result.then((result) => this.#finish(job, result));
   }
 
@@ -508,6 +539,7 @@ export class Daemon {
     }
     for (const listener of listeners) listener.server.closeAllConnections();
     await closed;
+    this.#helper?.close();
     this.bus.emit({type: 'stopped'});
   }
 }

@@ -6,6 +6,7 @@ export type SidecarEventBody =
   | {type: 'bind-failed'; address: string; error: string}
   | {type: 'bind-closed'; address: string}
   | {type: 'control-socket'; path: string; error?: string}
+  | {type: 'spawner'; spawner: 'dffs-spawn' | 'node'; path?: string; pid?: number; reason?: string}
   | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
   | {
       type: 'request-accepted';
@@ -70,6 +71,7 @@ export function levelOf(event: SidecarEventBody): EventLevel {
   if (event.type === 'command-finished' && (event.timedOut || event.error)) return 'warn';
   if (event.type === 'callback-failed' && event.retryInMs === undefined) return 'error';
   if (event.type === 'control-socket' && event.error) return 'warn';
+  if (event.type === 'spawner' && event.reason) return 'warn';
   return LEVELS[event.type] ?? 'info';
 }
 

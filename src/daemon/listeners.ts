@@ -1,4 +1,5 @@
-import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http';
+import type {IncomingMessage, Server, ServerResponse} from 'node:http';
+import {http} from '../node-http.js';
 import type {AddressInfo} from 'node:net';
 import type {BindAddress} from '../bind.js';
 import type {EventBus} from './events.js';
@@ -37,7 +38,7 @@ export class Listener {
     handler: Handler,
     private readonly bus: EventBus,
   ) {
-    this.server = createServer(
+    this.server = http.createServer(
       {
         // Slow clients cannot hold a connection open for long before the request is in.
         headersTimeout: 10_000,

@@ -1,7 +1,10 @@
-// The hot path uses node:child_process rather than execa: measured on this project's 2-core
-// machines (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with
-// execa 9 sequentially (-24%), and 797/s against 505/s eight at a time (-37%).
+// Commands start through the dffs-spawn helper (posix_spawn) when it is there, and otherwise through
+// node:child_process, whose fork() of the whole daemon blocks the event loop for about 1 ms per
+// command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
+// (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with execa 9.
 import {spawn} from 'node:child_process';
+import type {EventEmitter} from 'node:events';
+import type {SpawnHelper} from './spawn-helper.js';
 
 export interface CommandSpec {
   command: string;
@@ -28,6 +31,7 @@ export interface CommandResult {
 }
 
 export interface RunningCommand {
+  /** Known once the command has started. */
   readonly pid: number | undefined;
   readonly result: Promise<CommandResult>;
   /** Signals the command's whole process group. */
@@ -63,8 +67,7 @@ class CappedOutput {
   }
 }
 
-function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return;
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {
@@ -72,20 +75,45 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-/** Runs a command with `/bin/sh -c` in its own process group. */
-export function runCommand(spec: CommandSpec): RunningCommand {
-  const started = performance.now();
-  const stdout = new CappedOutput(spec.outputLimit);
-  const stderr = new CappedOutput(spec.outputLimit);
-  const child = spawn('/bin/sh', ['-c', spec.command], {
+/** What the runner uses of a started command, from either spawner. */
+interface ShellChild extends EventEmitter {
+  readonly pid: number | undefined;
+  readonly stdout: EventEmitter & {destroy(): void};
+  readonly stderr: EventEmitter & {destroy(): void};
+}
+
+function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellChild {
+  if (helper?.alive) return helper.spawn(spec.command, spec.workdir, spec.env);
+  return spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const {pid} = child;
+  }) as ShellChild;
+}
+
+/**
+ * Runs a command with `/bin/sh -c` in its own process group (its own session), through the spawn
+ * helper when one is given and alive. onStarted gets the process id once it is running.
+ */
+export function runCommand(spec: CommandSpec, helper?: SpawnHelper, onStarted?: (pid: number) => void): RunningCommand {
+  const started = performance.now();
+  const stdout = new CappedOutput(spec.outputLimit);
+  const stderr = new CappedOutput(spec.outputLimit);
+  const child = startShell(spec, helper);
   let timedOut = false;
   let killTimer: NodeJS.Timeout | undefined;
+  // A signal asked for before the helper has reported the pid is sent when it does.
+  let pendingSignal: NodeJS.Signals | undefined;
+  const killGroup = (signal: NodeJS.Signals) => {
+    if (child.pid === undefined) pendingSignal = signal;
+    else signalGroup(child.pid, signal);
+  };
+  child.once('spawn', () => {
+    if (child.pid === undefined) return;
+    onStarted?.(child.pid);
+    if (pendingSignal) signalGroup(child.pid, pendingSignal);
+  });
 
   const result = new Promise<CommandResult>((resolve) => {
     let exit: {code: number | null; signal: string | null} | undefined;
@@ -115,8 +143,8 @@ export function runCommand(spec: CommandSpec): RunningCommand {
     };
     const timeoutTimer = setTimeout(() => {
       timedOut = true;
-      signalGroup(pid, 'SIGTERM');
-      killTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), spec.killGraceMs);
+      killGroup('SIGTERM');
+      killTimer = setTimeout(() => killGroup('SIGKILL'), spec.killGraceMs);
     }, spec.timeoutMs);
 
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -125,11 +153,17 @@ export function runCommand(spec: CommandSpec): RunningCommand {
     child.on('exit', (code, signal) => {
       exit = {code, signal};
       // The shell is gone; what it left in its group after a timeout goes too.
-      if (timedOut) signalGroup(pid, 'SIGKILL');
+      if (timedOut) killGroup('SIGKILL');
       graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
     });
     child.on('close', () => finish());
   });
 
-  return {pid, result, kill: (signal) => signalGroup(pid, signal)};
+  return {
+    get pid() {
+      return child.pid;
+    },
+    result,
+    kill: killGroup,
+  };
 }

@@ -1,0 +1,350 @@
+/**
+ * `npm run bench`: our daemon against adnanh/webhook (Debian's `webhook`, Go) on this machine, in
+ * one run, with the same load generator (wrk, one thread) and equivalent requests. Ours are signed
+ * per request with unique nonces, as Func signs them, and pre-built so wrk spends no CPU on them.
+ * Prints a Markdown report and writes it to bench/results/<date>.md.
+ *
+ * Environment: BENCH_SECONDS (default 10) per load run; BENCH_VARIANTS (default all), a comma list
+ * of node20, node24, bundle.
+ */
+import {execa} from 'execa';
+import {spawn, type ChildProcess} from 'node:child_process';
+import {createHmac, randomBytes} from 'node:crypto';
+import {existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {request} from 'node:http';
+import {cpus, tmpdir, totalmem} from 'node:os';
+import {join} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {execBody} from '../src/exec-client.js';
+import {signRequest} from '../src/signature.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SECRET = randomBytes(24).toString('base64url');
+const WORK = mkdtempSync(join(tmpdir(), 'dffs-bench-'));
+const CONCURRENCY = [1, 8, 32];
+const BIG_OUTPUT = 200 * 2 ** 20;
+const started: ChildProcess[] = [];
+
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+interface Server {
+  name: string;
+  url: string;
+  pid: number;
+  /** The wrk Lua script for `hostname`, fresh for each run (ours: new nonces and timestamps). */
+  loadScript(expectedRequests: number): string;
+  /** The request for a command, as [path, headers, body]. */
+  call(command: string, wait: boolean): {path: string; headers: Record<string, string>; body: string};
+}
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function ensureTools(): Promise<void> {
+  const missing = [];
+  for (const [command, pkg] of [['webhook', 'webhook'], ['wrk', 'wrk'], ['gcc', 'gcc']]) {
+    if ((await execa('sh', ['-c', `command -v ${command}`], {reject: false})).exitCode !== 0) missing.push(pkg);
+  }
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) throw new Error(`missing ${missing.join(', ')}: install them (apt-get install ${missing.join(' ')}) or run the benchmark as root`);
+  log(`installing ${missing.join(', ')} with apt-get`);
+  await execa('apt-get', ['install', '-y', '-qq', ...missing], {env: {DEBIAN_FRONTEND: 'noninteractive'}, stdin: 'ignore'});
+}
+
+function luaString(text: string): string {
+  return `"${text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\r/g, '\\r').replace(/\n/g, '\\n')}"`;
+}
+
+const LUA_DONE = `
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"duration":%d,"p50":%d,"p99":%d,"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+`;
+
+async function waitAnswering(url: string, timeoutMs = 10_000): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    try {
+      await fetch(url, {signal: AbortSignal.timeout(500)});
+      return performance.now() - start;
+    } catch {
+      if (performance.now() - start > timeoutMs) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+}
+
+function startProcess(command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  const devNull = openSync('/dev/null', 'w');
+  const child = spawn(command, args, {stdio: ['ignore', devNull, devNull], env: {...process.env, ...env}});
+  started.push(child);
+  return child;
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function rssKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+}
+
+interface Variant {
+  name: string;
+  node: string;
+  entry: string;
+}
+
+async function startOurs(variant: Variant, port: number): Promise<Server & {child: ChildProcess; readyMs: number}> {
+  const directory = mkdtempSync(join(WORK, 'ours-'));
+  const config = join(directory, 'config.json');
+  writeFileSync(config, JSON.stringify({BIND: `127.0.0.1:${port}`, SECRET_KEY: SECRET}), {mode: 0o600});
+  const child = startProcess(variant.node, [variant.entry, 'serve', '--config', config, '--no-dashboard'], {RUNTIME_DIRECTORY: directory});
+  const url = `http://127.0.0.1:${port}`;
+  const readyMs = await waitAnswering(`${url}/`);
+  const call = (command: string, wait: boolean) => {
+    const body = execBody({command, wait});
+    return {path: '/shell', headers: {'Content-Type': 'application/json', ...signRequest(SECRET, 'POST', '/shell', body)}, body};
+  };
+  return {
+    name: variant.name,
+    url,
+    pid: child.pid ?? 0,
+    child,
+    readyMs,
+    call,
+    loadScript(expectedRequests) {
+      const requests: string[] = [];
+      for (let i = 0; i < expectedRequests; i++) {
+        const {headers, body} = call('hostname', true);
+        const lines = [`POST /shell HTTP/1.1`, `Host: 127.0.0.1:${port}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), `Content-Length: ${Buffer.byteLength(body)}`, '', body];
+        requests.push(luaString(lines.join('\r\n')));
+      }
+      return `local requests = {${requests.join(',\n')}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return requests[i] or requests[#requests]\nend\n${LUA_DONE}`;
+    },
+  };
+}
+
+async function startWebhook(port: number): Promise<Server & {child: ChildProcess}> {
+  const hooks = join(WORK, 'hooks.json');
+  const hook = (id: string, includeOutput: boolean) => ({
+    id,
+    'execute-command': '/bin/sh',
+    'pass-arguments-to-command': [{source: 'string', name: '-c'}, {source: 'payload', name: 'command'}],
+    'include-command-output-in-response': includeOutput,
+    'trigger-rule': {match: {type: 'payload-hmac-sha1', secret: SECRET, parameter: {source: 'header', name: 'X-Hub-Signature'}}},
+  });
+  writeFileSync(hooks, JSON.stringify([hook('shell', true), hook('shell-async', false)]));
+  const child = startProcess('webhook', ['-hooks', hooks, '-ip', '127.0.0.1', '-port', String(port)]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitAnswering(`${url}/`);
+  const call = (command: string, wait: boolean) => {
+    const body = JSON.stringify({command});
+    const signature = `sha1=${createHmac('sha1', SECRET).update(body).digest('hex')}`;
+    return {path: wait ? '/hooks/shell' : '/hooks/shell-async', headers: {'Content-Type': 'application/json', 'X-Hub-Signature': signature}, body};
+  };
+  return {
+    name: 'webhook',
+    url,
+    pid: child.pid ?? 0,
+    child,
+    call,
+    loadScript() {
+      const {headers, body} = call('hostname', true);
+      return `wrk.method = "POST"\nwrk.path = "/hooks/shell"\nwrk.body = ${luaString(body)}\n${Object.entries(headers).map(([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`).join('\n')}\n${LUA_DONE}`;
+    },
+  };
+}
+
+async function load(server: Server, connections: number, seconds: number): Promise<LoadResult> {
+  const script = join(WORK, `load-${server.pid}-${connections}.lua`);
+  // Enough signed requests for well above the machine's spawn rate.
+  writeFileSync(script, server.loadScript(Math.ceil(4000 * seconds)));
+  const {stdout} = await execa('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, server.url], {stdin: 'ignore'});
+  rmSync(script);
+  const result = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as {requests: number; duration: number; p50: number; p99: number; errors: number};
+  return {rps: result.requests / (result.duration / 1e6), p50: result.p50 / 1000, p99: result.p99 / 1000, errors: result.errors};
+}
+
+/** One request, timed from send to the last byte of the reply. */
+function timedCall(server: Server, command: string, wait: boolean): Promise<{ms: number; status: number; bytes: number}> {
+  const {path, headers, body} = server.call(command, wait);
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.url}${path}`, {method: 'POST', headers: {...headers, 'Content-Length': Buffer.byteLength(body)}}, (res) => {
+      let bytes = 0;
+      res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      res.on('end', () => resolve({ms: performance.now() - start, status: res.statusCode ?? 0, bytes}));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function ackLatency(server: Server): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 200; i++) times.push((await timedCall(server, 'true', false)).ms);
+  return median(times);
+}
+
+async function peakRssUnderBigOutput(server: Server): Promise<{peakMiB: number; status: number}> {
+  const reply = await timedCall(server, `head -c ${BIG_OUTPUT} /dev/zero`, true);
+  return {peakMiB: rssKiB(server.pid, 'VmHWM') / 1024, status: reply.status};
+}
+
+async function coldStarts(variant: Variant, url: string): Promise<{version: number; exec: number}> {
+  const time = async (args: string[], runs: number) => {
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const start = performance.now();
+      await execa(variant.node, [variant.entry, ...args], {env: {DFFS_SECRET_KEY: SECRET}, stdin: 'ignore'});
+      times.push(performance.now() - start);
+    }
+    return median(times);
+  };
+  return {version: await time(['--version'], 21), exec: await time(['exec', 'hostname', '--url', url], 11)};
+}
+
+async function serveReady(variant: Variant, port: number): Promise<number> {
+  const times = [];
+  for (let i = 0; i < 5; i++) {
+    const server = await startOurs(variant, port);
+    times.push(server.readyMs);
+    await stopProcess(server.child);
+  }
+  return median(times);
+}
+
+async function machineLimit(): Promise<{sequential: number; perCore: number}> {
+  const binary = join(WORK, 'spawn-baseline');
+  await execa('gcc', ['-O2', '-o', binary, join(ROOT, 'bench/spawn-baseline.c')]);
+  const rate = async (workers: number) => Number((await execa(binary, ['3', String(workers), 'hostname'])).stdout);
+  return {sequential: await rate(1), perCore: await rate(cpus().length)};
+}
+
+async function variants(): Promise<Variant[]> {
+  const wanted = (process.env.BENCH_VARIANTS ?? 'node20,node24,bundle').split(',');
+  const list: Variant[] = [];
+  const entry = join(ROOT, 'bin/run.js');
+  if (!existsSync(join(ROOT, 'dist/commands/serve.js'))) throw new Error('dist/ is missing: run npm run build first');
+  if (wanted.includes('node20')) list.push({name: `ours, Node ${process.versions.node}`, node: process.execPath, entry});
+  if (wanted.includes('node24')) {
+    const {stdout} = await execa(join(ROOT, 'scripts/with-node24.sh'), ['node', '-p', 'process.execPath'], {stdin: 'ignore'});
+    const node24 = stdout.trim();
+    const version = (await execa(node24, ['--version'])).stdout.trim().slice(1);
+    list.push({name: `ours, Node ${version}`, node: node24, entry});
+  }
+  if (wanted.includes('bundle')) {
+    const {version} = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {version: string};
+    const archive = join(ROOT, `release/dataflux-func-sidecar-${version}-linux-x64.tar.gz`);
+    if (!existsSync(archive)) throw new Error(`${archive} is missing: run npm run bundle first, or leave bundle out of BENCH_VARIANTS`);
+    await execa('tar', ['-xzf', archive, '-C', WORK]);
+    const bundle = join(WORK, 'dataflux-func-sidecar/app');
+    const nodeVersion = (await execa(join(bundle, 'runtime/bin/node'), ['--version'])).stdout.trim().slice(1);
+    list.push({name: `ours, offline bundle (Node ${nodeVersion})`, node: join(bundle, 'runtime/bin/node'), entry: join(bundle, 'bin/run.js')});
+  }
+  return list;
+}
+
+const fmt = (value: number, digits = 0) => value.toLocaleString('en-US', {minimumFractionDigits: digits, maximumFractionDigits: digits});
+
+async function main(): Promise<void> {
+  await ensureTools();
+  const machine = {
+    cpu: cpus()[0]?.model.trim() ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    kernel: (await execa('uname', ['-r'])).stdout.trim(),
+    webhook: (await execa('webhook', ['-version'], {reject: false})).stdout.trim().replace(/^webhook version /, ''),
+    wrk: (await execa('wrk', ['-v'], {reject: false})).stdout.split('\n')[0].replace(/ \[.*$/, ''),
+  };
+  log(`machine: ${machine.cores} cores, ${machine.cpu}`);
+  const limit = await machineLimit();
+  log(`machine limit: ${limit.sequential}/s sequential, ${limit.perCore}/s with ${machine.cores} workers`);
+
+  const webhookPort = 18_201;
+  const oursPort = 18_202;
+  const rows: {name: string; load: Record<number, LoadResult>; idleMiB: number; peakMiB: number; ackMs: number; cold?: {version: number; exec: number}; readyMs?: number}[] = [];
+
+  const measure = async (server: Server & {child: ChildProcess}, extra: () => Promise<Partial<(typeof rows)[number]>>) => {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const idleMiB = rssKiB(server.pid, 'VmRSS') / 1024;
+    const loadResults: Record<number, LoadResult> = {};
+    for (const connections of CONCURRENCY) {
+      await load(server, connections, 2);
+      loadResults[connections] = await load(server, connections, SECONDS);
+      log(`${server.name} c=${connections}: ${fmt(loadResults[connections].rps)} req/s, p50 ${fmt(loadResults[connections].p50, 2)} ms, errors ${loadResults[connections].errors}`);
+    }
+    const ackMs = await ackLatency(server);
+    const more = await extra();
+    // Last, as the high-water mark it leaves would weigh on everything after it.
+    const peak = await peakRssUnderBigOutput(server);
+    if (peak.status !== 200) throw new Error(`${server.name} answered ${peak.status} to the 200 MiB command`);
+    await stopProcess(server.child);
+    rows.push({name: server.name, load: loadResults, idleMiB, peakMiB: peak.peakMiB, ackMs, ...more});
+  };
+
+  await measure(await startWebhook(webhookPort), async () => ({}));
+  for (const variant of await variants()) {
+    const server = await startOurs(variant, oursPort);
+    await measure(server, async () => ({cold: await coldStarts(variant, server.url)}));
+    const readyMs = await serveReady(variant, oursPort);
+    rows[rows.length - 1].readyMs = readyMs;
+  }
+
+  const webhook = rows[0];
+  const date = new Date().toISOString().slice(0, 10);
+  const lines = [
+    `# Benchmark, ${date}`,
+    '',
+    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk}, one wrk thread, ${SECONDS} s per run after a 2 s warm-up. Command: \`hostname\`, waiting for its output.`,
+    '',
+    `Machine limit (bench/spawn-baseline.c, posix_spawn of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
+    '',
+    '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    for (const c of CONCURRENCY) {
+      const r = row.load[c];
+      const ratio = row === webhook ? '' : `${fmt(r.rps / webhook.load[c].rps, 2)} | ${fmt(r.p50 / webhook.load[c].p50, 2)}`;
+      lines.push(`| ${row.name} | ${c} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors} | ${ratio || ' | '} |`);
+    }
+  }
+  lines.push('', '| server | idle RSS | peak RSS, 200 MiB to stdout | wait=false ack p50 | `dffs-ctl --version` cold (median) | `dffs-ctl exec hostname` cold (median) | `serve` ready (median) |', '|---|---|---|---|---|---|---|');
+  for (const row of rows) {
+    const cold = row.cold ? `${fmt(row.cold.version)} ms | ${fmt(row.cold.exec)} ms | ${fmt(row.readyMs ?? 0)} ms` : '- | - | -';
+    lines.push(`| ${row.name} | ${fmt(row.idleMiB, 1)} MiB | ${fmt(row.peakMiB, 1)} MiB | ${fmt(row.ackMs, 2)} ms | ${cold} |`);
+  }
+  lines.push('', 'Targets: req/s ours/webhook >= 1.00 at c=32; p50 ours/webhook <= 1.00 at c=1; idle RSS <= 60 MB; peak RSS <= 150 MB; `--version` <= 150 ms; `serve` ready <= 400 ms.', '');
+  const report = lines.join('\n');
+  mkdirSync(join(ROOT, 'bench/results'), {recursive: true});
+  const file = join(ROOT, 'bench/results', `${date}.md`);
+  writeFileSync(file, report);
+  process.stdout.write(`${report}\n`);
+  log(`written to ${file}`);
+}
+
+try {
+  await main();
+} finally {
+  await Promise.all(started.map(stopProcess));
+  rmSync(WORK, {recursive: true, force: true});
+}

@@ -1,0 +1,315 @@
+/*
+ * dffs-spawn: the sidecar's process launcher. Node.js starts a child with fork(), which copies
+ * the page tables of the whole daemon and blocks its event loop until the child has called
+ * exec; this small helper uses posix_spawn (vfork semantics) instead, so a spawn costs what it
+ * costs the machine. The daemon keeps every decision (timeouts, kills, output limits); the
+ * helper only starts `/bin/sh -c COMMAND` and relays what happens.
+ *
+ * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
+ *   daemon -> helper  'S' spawn: COMMAND \0 WORKDIR \0 (empty: none) then NAME=VALUE \0 ...
+ *                     'R' release: stop reading the job's output (a background child holds it)
+ *   helper -> daemon  'P' started: i32 pid       'F' failed to start: message
+ *                     'O' stdout bytes          'E' stderr bytes
+ *                     'X' exited: i32 wait status
+ *                     'C' closed: output at end (or released) and exited; the job is done
+ * The helper exits when its stdin closes: the daemon is gone.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_FRAME (64u << 20)
+#define READ_CHUNK 65536
+
+struct job {
+  uint32_t id;
+  pid_t pid;
+  int out, err; /* read ends, -1 once at end */
+  int exited;
+};
+
+static struct job *jobs;
+static size_t job_count, job_capacity;
+static int sigchld_pipe[2];
+
+static void die(const char *what) {
+  fprintf(stderr, "dffs-spawn: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+/* Frames for the daemon wait here and go in one write per turn of the loop: fewer wake-ups. */
+static unsigned char *output;
+static size_t output_used, output_capacity;
+
+static void flush_output(void) {
+  size_t offset = 0;
+  while (offset < output_used) {
+    ssize_t written = write(1, output + offset, output_used - offset);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      exit(0); /* the daemon is gone */
+    }
+    offset += written;
+  }
+  output_used = 0;
+}
+
+static void send_frame(char type, uint32_t id, const void *payload, size_t size) {
+  size_t needed = 9 + size;
+  if (output_capacity - output_used < needed) {
+    while (output_capacity - output_used < needed) output_capacity = output_capacity ? output_capacity * 2 : 4 * READ_CHUNK;
+    output = realloc(output, output_capacity);
+    if (!output) die("realloc");
+  }
+  uint32_t length = (uint32_t)(5 + size);
+  unsigned char *frame = output + output_used;
+  memcpy(frame, &length, 4);
+  frame[4] = (unsigned char)type;
+  memcpy(frame + 5, &id, 4);
+  if (size) memcpy(frame + 9, payload, size);
+  output_used += needed;
+}
+
+static void send_int(char type, uint32_t id, int32_t value) {
+  send_frame(type, id, &value, sizeof value);
+}
+
+static void remove_job(size_t index) {
+  jobs[index] = jobs[--job_count];
+}
+
+/* A job is done once it has exited and its output is at end: 'C' comes after 'X', always. */
+static int finish_if_done(size_t index) {
+  struct job *job = &jobs[index];
+  if (!job->exited || job->out >= 0 || job->err >= 0) return 0;
+  send_frame('C', job->id, NULL, 0);
+  remove_job(index);
+  return 1;
+}
+
+static void close_output(struct job *job) {
+  if (job->out >= 0) close(job->out);
+  if (job->err >= 0) close(job->err);
+  job->out = job->err = -1;
+}
+
+static void spawn_job(uint32_t id, char *payload, size_t size) {
+  char *end = payload + size;
+  char *command = payload;
+  char *workdir = command + strnlen(command, size) + 1;
+  if (size == 0 || end[-1] != '\0' || workdir >= end) {
+    send_frame('F', id, "malformed spawn frame", 21);
+    return;
+  }
+  char *cursor = workdir + strnlen(workdir, end - workdir) + 1;
+  size_t env_count = 0;
+  for (char *p = cursor; p < end; p += strlen(p) + 1) env_count++;
+  char **envp = calloc(env_count + 1, sizeof(char *));
+  if (!envp) die("calloc");
+  for (size_t i = 0; i < env_count; i++) {
+    envp[i] = cursor;
+    cursor += strlen(cursor) + 1;
+  }
+
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    free(envp);
+    send_frame('F', id, strerror(errno), strlen(strerror(errno)));
+    return;
+  }
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    int saved = errno;
+    close(out[0]);
+    close(out[1]);
+    free(envp);
+    send_frame('F', id, strerror(saved), strlen(strerror(saved)));
+    return;
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  if (*workdir) posix_spawn_file_actions_addchdir_np(&actions, workdir);
+
+  /* Its own session and process group (the daemon signals the group), default signals, none blocked. */
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+  char *argv[] = {"/bin/sh", "-c", command, NULL};
+  pid_t pid;
+  int rc = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+  free(envp);
+  close(out[1]);
+  close(err[1]);
+  if (rc != 0) {
+    close(out[0]);
+    close(err[0]);
+    char message[512];
+    snprintf(message, sizeof message, "spawn /bin/sh%s%s: %s", *workdir ? " in " : "", workdir, strerror(rc));
+    send_frame('F', id, message, strlen(message));
+    return;
+  }
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  if (job_count == job_capacity) {
+    job_capacity = job_capacity ? job_capacity * 2 : 64;
+    jobs = realloc(jobs, job_capacity * sizeof(struct job));
+    if (!jobs) die("realloc");
+  }
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], 0};
+  send_int('P', id, pid);
+}
+
+static void release_job(uint32_t id) {
+  for (size_t i = 0; i < job_count; i++) {
+    if (jobs[i].id == id) {
+      close_output(&jobs[i]);
+      finish_if_done(i);
+      return;
+    }
+  }
+}
+
+static unsigned char *input;
+static size_t input_used, input_capacity;
+
+/* Reads what the daemon sent and acts on every whole frame. Returns 0 when stdin is at end. */
+static int read_requests(void) {
+  if (input_capacity - input_used < READ_CHUNK) {
+    input_capacity = input_capacity ? input_capacity * 2 : 4 * READ_CHUNK;
+    input = realloc(input, input_capacity);
+    if (!input) die("realloc");
+  }
+  ssize_t got = read(0, input + input_used, input_capacity - input_used);
+  if (got == 0) return 0;
+  if (got < 0) return errno == EINTR || errno == EAGAIN;
+  input_used += got;
+  size_t offset = 0;
+  while (input_used - offset >= 4) {
+    uint32_t length;
+    memcpy(&length, input + offset, 4);
+    if (length < 5 || length > MAX_FRAME) {
+      fprintf(stderr, "dffs-spawn: bad frame length %u\n", length);
+      exit(1);
+    }
+    if (input_used - offset - 4 < length) break;
+    unsigned char *frame = input + offset + 4;
+    uint32_t id;
+    memcpy(&id, frame + 1, 4);
+    if (frame[0] == 'S') {
+      /* The payload is used in place: it ends in the NUL the daemon puts after the last string. */
+      spawn_job(id, (char *)frame + 5, length - 5);
+    } else if (frame[0] == 'R') {
+      release_job(id);
+    }
+    offset += 4 + length;
+  }
+  memmove(input, input + offset, input_used - offset);
+  input_used -= offset;
+  return 1;
+}
+
+static void reap_children(void) {
+  char drain[64];
+  while (read(sigchld_pipe[0], drain, sizeof drain) > 0) {
+  }
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (size_t i = 0; i < job_count; i++) {
+      if (jobs[i].pid == pid) {
+        jobs[i].exited = 1;
+        send_int('X', jobs[i].id, status);
+        finish_if_done(i);
+        break;
+      }
+    }
+  }
+}
+
+/* Relays one read of a job's stdout or stderr; at end, closes it. */
+static void relay_output(struct job *job, int *fd, char type) {
+  static char buffer[READ_CHUNK];
+  ssize_t got = read(*fd, buffer, sizeof buffer);
+  if (got > 0) {
+    send_frame(type, job->id, buffer, got);
+  } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+    close(*fd);
+    *fd = -1;
+  }
+}
+
+static void on_sigchld(int signal_number) {
+  (void)signal_number;
+  int saved = errno;
+  ssize_t ignored = write(sigchld_pipe[1], "", 1);
+  (void)ignored;
+  errno = saved;
+}
+
+int main(void) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
+  struct sigaction action = {0};
+  action.sa_handler = on_sigchld;
+  action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &action, NULL);
+
+  struct pollfd *fds = NULL;
+  size_t fds_capacity = 0;
+  for (;;) {
+    size_t needed = 2 + 2 * job_count;
+    if (needed > fds_capacity) {
+      fds_capacity = needed * 2;
+      fds = realloc(fds, fds_capacity * sizeof(struct pollfd));
+      if (!fds) die("realloc");
+    }
+    fds[0] = (struct pollfd){0, POLLIN, 0};
+    fds[1] = (struct pollfd){sigchld_pipe[0], POLLIN, 0};
+    for (size_t i = 0; i < job_count; i++) {
+      fds[2 + 2 * i] = (struct pollfd){jobs[i].out, POLLIN, 0};
+      fds[3 + 2 * i] = (struct pollfd){jobs[i].err, POLLIN, 0};
+    }
+    size_t polled_jobs = job_count;
+    if (poll(fds, needed, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (fds[1].revents) reap_children();
+    /* Output before new requests, and from the end, as finishing a job moves the last one into its slot. */
+    for (size_t i = polled_jobs; i-- > 0;) {
+      if (i >= job_count) continue;
+      struct job *job = &jobs[i];
+      if (fds[2 + 2 * i].fd == job->out && job->out >= 0 && fds[2 + 2 * i].revents) relay_output(job, &job->out, 'O');
+      if (fds[3 + 2 * i].fd == job->err && job->err >= 0 && fds[3 + 2 * i].revents) relay_output(job, &job->err, 'E');
+      finish_if_done(i);
+    }
+    if (fds[0].revents && !read_requests()) return 0;
+    flush_output();
+  }
+}
