@@ -6,12 +6,15 @@
  * helper only starts `/bin/sh -c COMMAND` and relays what happens.
  *
  * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
- *   daemon -> helper  'S' spawn: COMMAND \0 WORKDIR \0 (empty: none) then NAME=VALUE \0 ...
+ *   daemon -> helper  'S' spawn: LIMIT \0 COMMAND \0 WORKDIR \0 (empty: none) then NAME=VALUE \0 ...
+ *                     (LIMIT, in decimal: bytes relayed of stdout, and again of stderr; the rest
+ *                     is read and counted only, so the daemon never handles output it drops)
  *                     'R' release: stop reading the job's output (a background child holds it)
  *   helper -> daemon  'P' started: i32 pid       'F' failed to start: message
  *                     'O' stdout bytes          'E' stderr bytes
  *                     'X' exited: i32 wait status
- *                     'C' closed: output at end (or released) and exited; the job is done
+ *                     'C' closed: output at end (or released) and exited; the job is done.
+ *                         Payload: u64 bytes read from stdout, u64 from stderr
  * The helper exits when its stdin closes: the daemon is gone.
  */
 #define _GNU_SOURCE
@@ -36,6 +39,7 @@ struct job {
   pid_t pid;
   int out, err; /* read ends, -1 once at end */
   int exited;
+  uint64_t limit, out_total, err_total;
 };
 
 static struct job *jobs;
@@ -92,7 +96,8 @@ static void remove_job(size_t index) {
 static int finish_if_done(size_t index) {
   struct job *job = &jobs[index];
   if (!job->exited || job->out >= 0 || job->err >= 0) return 0;
-  send_frame('C', job->id, NULL, 0);
+  uint64_t totals[2] = {job->out_total, job->err_total};
+  send_frame('C', job->id, totals, sizeof totals);
   remove_job(index);
   return 1;
 }
@@ -105,8 +110,9 @@ static void close_output(struct job *job) {
 
 static void spawn_job(uint32_t id, char *payload, size_t size) {
   char *end = payload + size;
-  char *command = payload;
-  char *workdir = command + strnlen(command, size) + 1;
+  char *limit_text = payload;
+  char *command = limit_text + strnlen(limit_text, size) + 1;
+  char *workdir = command + strnlen(command, end > command ? (size_t)(end - command) : 0) + 1;
   if (size == 0 || end[-1] != '\0' || workdir >= end) {
     send_frame('F', id, "malformed spawn frame", 21);
     return;
@@ -176,7 +182,7 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, pid, out[0], err[0], 0};
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], 0, strtoull(limit_text, NULL, 10), 0, 0};
   send_int('P', id, pid);
 }
 
@@ -247,12 +253,17 @@ static void reap_children(void) {
   }
 }
 
-/* Relays one read of a job's stdout or stderr; at end, closes it. */
-static void relay_output(struct job *job, int *fd, char type) {
+/* Relays one read of a job's stdout or stderr, up to its limit; at end, closes it. */
+static void relay_output(struct job *job, int *fd, uint64_t *total, char type) {
   static char buffer[READ_CHUNK];
   ssize_t got = read(*fd, buffer, sizeof buffer);
   if (got > 0) {
-    send_frame(type, job->id, buffer, got);
+    uint64_t before = *total;
+    *total += got;
+    if (before < job->limit) {
+      uint64_t room = job->limit - before;
+      send_frame(type, job->id, buffer, (size_t)got < room ? (size_t)got : (size_t)room);
+    }
   } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
     close(*fd);
     *fd = -1;
@@ -305,8 +316,8 @@ int main(void) {
     for (size_t i = polled_jobs; i-- > 0;) {
       if (i >= job_count) continue;
       struct job *job = &jobs[i];
-      if (fds[2 + 2 * i].fd == job->out && job->out >= 0 && fds[2 + 2 * i].revents) relay_output(job, &job->out, 'O');
-      if (fds[3 + 2 * i].fd == job->err && job->err >= 0 && fds[3 + 2 * i].revents) relay_output(job, &job->err, 'E');
+      if (fds[2 + 2 * i].fd == job->out && job->out >= 0 && fds[2 + 2 * i].revents) relay_output(job, &job->out, &job->out_total, 'O');
+      if (fds[3 + 2 * i].fd == job->err && job->err >= 0 && fds[3 + 2 * i].revents) relay_output(job, &job->err, &job->err_total, 'E');
       finish_if_done(i);
     }
     if (fds[0].revents && !read_requests()) return 0;

@@ -45,7 +45,7 @@ describe('the dffs-spawn helper', async () => {
 
   it('reports a command it cannot start, naming the cause', async () => {
     const helper = new SpawnHelper(SPAWN_HELPER_PATH, () => {});
-    const child = helper.spawn('pwd', '/no/such/directory', {});
+    const child = helper.spawn('pwd', '/no/such/directory', {}, 1024);
     const error = await new Promise<Error>((resolve) => child.once('error', resolve));
     assert.match(error.message, /spawn \/bin\/sh in \/no\/such\/directory: No such file or directory/);
     helper.close();

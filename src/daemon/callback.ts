@@ -1,4 +1,5 @@
 import {http, https} from '../node-http.js';
+import type {JsonBody} from './json-body.js';
 
 export interface CallbackAttempt {
   attempt: number;
@@ -21,7 +22,7 @@ export interface CallbackOptions {
 
 const MAX_BACKOFF_MS = 30_000;
 
-function postOnce(url: URL, body: string, headers: Record<string, string>, timeoutMs: number, signal?: AbortSignal) {
+function postOnce(url: URL, body: JsonBody, headers: Record<string, string>, timeoutMs: number, signal?: AbortSignal) {
   return new Promise<{status: number}>((resolve, reject) => {
     const send = url.protocol === 'https:' ? https.request : http.request;
     const req = send(
@@ -30,7 +31,7 @@ function postOnce(url: URL, body: string, headers: Record<string, string>, timeo
         method: 'POST',
         headers: {
           'Content-Type': 'application/json',
-          'Content-Length': String(Buffer.byteLength(body)),
+          'Content-Length': String(body.byteLength),
           'User-Agent': 'dataflux-func-sidecar',
           ...headers,
         },
@@ -46,7 +47,7 @@ function postOnce(url: URL, body: string, headers: Record<string, string>, timeo
     );
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
-    req.end(body);
+    body.writeTo(req).then(() => req.end(), reject);
   });
 }
 
@@ -68,7 +69,7 @@ function abortableDelay(ms: number, signal?: AbortSignal): Promise<void> {
  */
 export async function deliverCallback(
   url: URL,
-  body: string,
+  body: JsonBody,
   headers: Record<string, string>,
   options: CallbackOptions,
 ): Promise<boolean> {

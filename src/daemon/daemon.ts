@@ -7,6 +7,7 @@ import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, signatureMatches} from '../signature.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
+import {JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
@@ -95,6 +96,14 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
     ...extraHeaders,
   });
   res.end(text);
+}
+
+/** A 200 reply whose body is written in pieces (a command's output). */
+async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
+  await body.writeTo(res);
+  res.end();
 }
 
 /** Reads the raw body, or answers 413 when it is over the limit; undefined when refused or aborted. */
@@ -377,7 +386,8 @@ export class Daemon {
       return;
     }
     const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
-    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, jobId: job.id}});
+    const rest = JSON.stringify({exitCode, signal, timedOut, truncated, durationMs, jobId: job.id}).slice(1);
+    await sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
   }
 
   #newJob(request: ShellRequest, remote: string): Job {
@@ -442,7 +452,7 @@ export class Daemon {
   }
 
   #sendCallback(job: Job, url: URL, result: CommandResult): void {
-    const body = JSON.stringify({kwargs: {stdout: result.stdout, stderr: result.stderr}});
+    const body = new JsonBody(['{"kwargs":{"stdout":', {string: result.stdout}, ',"stderr":', {string: result.stderr}, '}}']);
     const headers = {
       'X-Sidecar-Job-Id': job.id,
       'X-Sidecar-Exit-Code': result.exitCode === null ? '' : String(result.exitCode),

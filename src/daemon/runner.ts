@@ -78,12 +78,14 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 /** What the runner uses of a started command, from either spawner. */
 interface ShellChild extends EventEmitter {
   readonly pid: number | undefined;
+  /** Set by the helper, which relays only the kept part of the output but counts it all. */
+  readonly outputTotals?: {stdout: number; stderr: number};
   readonly stdout: EventEmitter & {destroy(): void};
   readonly stderr: EventEmitter & {destroy(): void};
 }
 
 function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellChild {
-  if (helper?.alive) return helper.spawn(spec.command, spec.workdir, spec.env);
+  if (helper?.alive) return helper.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit);
   return spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
@@ -128,6 +130,10 @@ export function runCommand(spec: CommandSpec, helper?: SpawnHelper, onStarted?: 
       // A background child may hold the pipes: stop reading, the reply does not wait for it.
       child.stdout.destroy();
       child.stderr.destroy();
+      if (child.outputTotals) {
+        stdout.total = Math.max(stdout.total, child.outputTotals.stdout);
+        stderr.total = Math.max(stderr.total, child.outputTotals.stderr);
+      }
       resolve({
         stdout: stdout.text(),
         stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),

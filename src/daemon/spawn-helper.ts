@@ -32,6 +32,8 @@ class RelayedOutput extends EventEmitter {
 /** A command started by the helper: the events and streams of a ChildProcess that the runner uses. */
 export class HelperChild extends EventEmitter {
   pid: number | undefined;
+  /** Bytes the command wrote, relayed or not; set before 'close'. */
+  outputTotals: {stdout: number; stderr: number} | undefined;
   readonly stdout: RelayedOutput;
   readonly stderr: RelayedOutput;
   #released = false;
@@ -64,7 +66,7 @@ export class SpawnHelper {
   readonly #process: ChildProcessWithoutNullStreams;
   readonly #children = new Map<number, HelperChild>();
   #nextId = 1;
-  #pending = Buffer.alloc(0);
+  #pending: Buffer = Buffer.alloc(0);
   #exited = false;
 
   constructor(readonly path: string, private readonly onExit: (reason: string) => void) {
@@ -86,11 +88,12 @@ export class SpawnHelper {
     return !this.#exited;
   }
 
-  spawn(command: string, workdir: string | undefined, env: Record<string, string>): HelperChild {
+  /** Starts `/bin/sh -c command`; of each output stream, only the first outputLimit bytes are relayed. */
+  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number): HelperChild {
     const id = this.#nextId++;
     const child = new HelperChild(() => this.#send('R', id, Buffer.alloc(0)));
     this.#children.set(id, child);
-    const strings = [command, workdir ?? '', ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
+    const strings = [String(outputLimit), command, workdir ?? '', ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
     this.#send('S', id, Buffer.from(`${strings.join('\0')}\0`));
     return child;
   }
@@ -117,7 +120,7 @@ export class SpawnHelper {
       this.#dispatch(String.fromCharCode(data[4]), data.readUInt32LE(5), data.subarray(9, 4 + length));
       data = data.subarray(4 + length);
     }
-    this.#pending = Buffer.from(data);
+    this.#pending = data;
   }
 
   #dispatch(type: string, id: number, payload: Buffer): void {
@@ -129,10 +132,10 @@ export class SpawnHelper {
         child.emit('spawn');
         break;
       case 'O':
-        child.stdout.emit('data', Buffer.from(payload));
+        child.stdout.emit('data', payload);
         break;
       case 'E':
-        child.stderr.emit('data', Buffer.from(payload));
+        child.stderr.emit('data', payload);
         break;
       case 'X': {
         const {code, signal} = waitStatus(payload.readInt32LE(0));
@@ -145,6 +148,7 @@ export class SpawnHelper {
         break;
       case 'C':
         this.#children.delete(id);
+        child.outputTotals = {stdout: Number(payload.readBigUInt64LE(0)), stderr: Number(payload.readBigUInt64LE(8))};
         child.emit('close');
         break;
     }

@@ -1,0 +1,69 @@
+import {once} from 'node:events';
+import type {Writable} from 'node:stream';
+
+/** Long strings are escaped this many UTF-16 units at a time. */
+const PIECE_LENGTH = 256 * 1024;
+
+/** A part of a JSON document: JSON text as is, or a string to write as a JSON string. */
+export type JsonPart = string | {string: string};
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}
+
+/**
+ * A JSON document whose strings (a command's output) are escaped a piece at a time while it is
+ * written. Escaping can take 6 bytes per byte of output (NULs as \u0000), so the whole escaped
+ * text of 10 MiB of output would be 60 MiB, twice over as a string and as a buffer; this way no
+ * more than a piece exists at once. The text is exactly JSON.stringify's.
+ */
+export class JsonBody {
+  #byteLength: number | undefined;
+
+  constructor(private readonly parts: readonly JsonPart[]) {}
+
+  *pieces(): Generator<string> {
+    for (const part of this.parts) {
+      if (typeof part === 'string') {
+        yield part;
+        continue;
+      }
+      const text = part.string;
+      if (text.length <= PIECE_LENGTH) {
+        yield JSON.stringify(text);
+        continue;
+      }
+      yield '"';
+      for (let start = 0; start < text.length; ) {
+        let end = Math.min(start + PIECE_LENGTH, text.length);
+        // Never between the halves of a surrogate pair: each half alone would be escaped as \ud8xx.
+        if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
+        yield JSON.stringify(text.slice(start, end)).slice(1, -1);
+        start = end;
+      }
+      yield '"';
+    }
+  }
+
+  /** Bytes of the UTF-8 text: for Content-Length, computed once by escaping without keeping. */
+  get byteLength(): number {
+    if (this.#byteLength === undefined) {
+      let total = 0;
+      for (const piece of this.pieces()) total += Buffer.byteLength(piece);
+      this.#byteLength = total;
+    }
+    return this.#byteLength;
+  }
+
+  text(): string {
+    return [...this.pieces()].join('');
+  }
+
+  /** Writes the document, waiting whenever the stream's buffer is full; stops if the stream closes. */
+  async writeTo(stream: Writable): Promise<void> {
+    for (const piece of this.pieces()) {
+      if (stream.destroyed) return;
+      if (!stream.write(piece)) await Promise.race([once(stream, 'drain'), once(stream, 'close')]);
+    }
+  }
+}
