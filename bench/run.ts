@@ -4,7 +4,7 @@
  * per request with unique nonces, as Func signs them, and pre-built so wrk spends no CPU on them.
  * Prints a Markdown report and writes it to bench/results/<date>.md.
  *
- * Environment: BENCH_SECONDS (default 10) per load run; BENCH_VARIANTS (default all), a comma list
+ * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 3) runs of each; BENCH_VARIANTS (default all), a comma list
  * of node20, node24, bundle.
  */
 import {execa} from 'execa';
@@ -19,7 +19,8 @@ import {execBody} from '../src/exec-client.js';
 import {signRequest} from '../src/signature.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECRET = randomBytes(24).toString('base64url');
 const WORK = mkdtempSync(join(tmpdir(), 'dffs-bench-'));
 const CONCURRENCY = [1, 8, 32];
@@ -205,6 +206,7 @@ async function ackLatency(server: Server): Promise<number> {
 }
 
 async function peakRssUnderBigOutput(server: Server): Promise<{peakMiB: number; status: number}> {
+  // NULs: the worst case for a JSON reply, each escaped as \u0000.
   const reply = await timedCall(server, `head -c ${BIG_OUTPUT} /dev/zero`, true);
   return {peakMiB: rssKiB(server.pid, 'VmHWM') / 1024, status: reply.status};
 }
@@ -265,6 +267,21 @@ async function variants(): Promise<Variant[]> {
 
 const fmt = (value: number, digits = 0) => value.toLocaleString('en-US', {minimumFractionDigits: digits, maximumFractionDigits: digits});
 
+interface Row {
+  name: string;
+  load: Record<number, LoadResult>;
+  idleMiB: number;
+  peakMiB: number;
+  ackMs: number;
+  cold?: {version: number; exec: number};
+  readyMs?: number;
+}
+
+/** The round with the median rate: rate, p50 and p99 come from one real run. */
+function medianRun(runs: LoadResult[]): LoadResult {
+  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)];
+}
+
 async function main(): Promise<void> {
   await ensureTools();
   const machine = {
@@ -279,34 +296,42 @@ async function main(): Promise<void> {
   const limit = await machineLimit();
   log(`machine limit: ${limit.sequential}/s sequential, ${limit.perCore}/s with ${machine.cores} workers`);
 
-  const webhookPort = 18_201;
-  const oursPort = 18_202;
-  const rows: {name: string; load: Record<number, LoadResult>; idleMiB: number; peakMiB: number; ackMs: number; cold?: {version: number; exec: number}; readyMs?: number}[] = [];
+  // Every server runs for the whole benchmark; the load runs alternate between them, so that
+  // whatever else the machine does weighs on all of them alike.
+  const variantList = await variants();
+  const servers: (Server & {child: ChildProcess; variant?: Variant})[] = [await startWebhook(18_200)];
+  for (const [index, variant] of variantList.entries()) servers.push({...(await startOurs(variant, 18_201 + index)), variant});
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, peakMiB: 0, ackMs: 0}));
 
-  const measure = async (server: Server & {child: ChildProcess}, extra: () => Promise<Partial<(typeof rows)[number]>>) => {
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const idleMiB = rssKiB(server.pid, 'VmRSS') / 1024;
-    const loadResults: Record<number, LoadResult> = {};
-    for (const connections of CONCURRENCY) {
-      await load(server, connections, 2);
-      loadResults[connections] = await load(server, connections, SECONDS);
-      log(`${server.name} c=${connections}: ${fmt(loadResults[connections].rps)} req/s, p50 ${fmt(loadResults[connections].p50, 2)} ms, errors ${loadResults[connections].errors}`);
+  for (const connections of CONCURRENCY) {
+    const runs = servers.map((): LoadResult[] => []);
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = servers.map((_, index) => index);
+      if (round % 2 === 1) order.reverse();
+      for (const index of order) {
+        if (round === 0) await load(servers[index], connections, 1);
+        runs[index].push(await load(servers[index], connections, SECONDS));
+      }
     }
-    const ackMs = await ackLatency(server);
-    const more = await extra();
-    // Last, as the high-water mark it leaves would weigh on everything after it.
+    for (const [index, server] of servers.entries()) {
+      const result = (rows[index].load[connections] = medianRun(runs[index]));
+      log(`${server.name} c=${connections}: ${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 2)} ms, errors ${result.errors}`);
+    }
+  }
+  for (const [index, server] of servers.entries()) {
+    rows[index].ackMs = await ackLatency(server);
+    if (server.variant) rows[index].cold = await coldStarts(server.variant, server.url);
+  }
+  // Last, as the high-water mark it leaves would weigh on everything after it.
+  for (const [index, server] of servers.entries()) {
     const peak = await peakRssUnderBigOutput(server);
     if (peak.status !== 200) throw new Error(`${server.name} answered ${peak.status} to the 200 MiB command`);
+    rows[index].peakMiB = peak.peakMiB;
     await stopProcess(server.child);
-    rows.push({name: server.name, load: loadResults, idleMiB, peakMiB: peak.peakMiB, ackMs, ...more});
-  };
-
-  await measure(await startWebhook(webhookPort), async () => ({}));
-  for (const variant of await variants()) {
-    const server = await startOurs(variant, oursPort);
-    await measure(server, async () => ({cold: await coldStarts(variant, server.url)}));
-    const readyMs = await serveReady(variant, oursPort);
-    rows[rows.length - 1].readyMs = readyMs;
+  }
+  for (const [index, server] of servers.entries()) {
+    if (server.variant) rows[index].readyMs = await serveReady(server.variant, 18_201 + index);
   }
 
   const webhook = rows[0];
@@ -314,9 +339,9 @@ async function main(): Promise<void> {
   const lines = [
     `# Benchmark, ${date}`,
     '',
-    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk}, one wrk thread, ${SECONDS} s per run after a 2 s warm-up. Command: \`hostname\`, waiting for its output.`,
+    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk} with one thread. Each figure is the median of ${ROUNDS} runs of ${SECONDS} s, the servers taking turns. Command: \`hostname\`, waiting for its output.`,
     '',
-    `Machine limit (bench/spawn-baseline.c, posix_spawn of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
+    `Machine limit (bench/spawn-baseline.c: posix_spawn of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
     '',
     '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook |',
     '|---|---|---|---|---|---|---|---|',
@@ -324,11 +349,15 @@ async function main(): Promise<void> {
   for (const row of rows) {
     for (const c of CONCURRENCY) {
       const r = row.load[c];
-      const ratio = row === webhook ? '' : `${fmt(r.rps / webhook.load[c].rps, 2)} | ${fmt(r.p50 / webhook.load[c].p50, 2)}`;
-      lines.push(`| ${row.name} | ${c} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors} | ${ratio || ' | '} |`);
+      const ratios = row === webhook ? ' | ' : `${fmt(r.rps / webhook.load[c].rps, 2)} | ${fmt(r.p50 / webhook.load[c].p50, 2)}`;
+      lines.push(`| ${row.name} | ${c} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors} | ${ratios} |`);
     }
   }
-  lines.push('', '| server | idle RSS | peak RSS, 200 MiB to stdout | wait=false ack p50 | `dffs-ctl --version` cold (median) | `dffs-ctl exec hostname` cold (median) | `serve` ready (median) |', '|---|---|---|---|---|---|---|');
+  lines.push(
+    '',
+    '| server | idle RSS | peak RSS, 200 MiB of NULs to stdout | wait=false ack p50 | `dffs-ctl --version` cold (median) | `dffs-ctl exec hostname` cold (median) | `serve` ready (median) |',
+    '|---|---|---|---|---|---|---|',
+  );
   for (const row of rows) {
     const cold = row.cold ? `${fmt(row.cold.version)} ms | ${fmt(row.cold.exec)} ms | ${fmt(row.readyMs ?? 0)} ms` : '- | - | -';
     lines.push(`| ${row.name} | ${fmt(row.idleMiB, 1)} MiB | ${fmt(row.peakMiB, 1)} MiB | ${fmt(row.ackMs, 2)} ms | ${cold} |`);

@@ -22,9 +22,11 @@ interface Runtime {
   package: string;
   machine: string;
   integrity: string;
+  /** The C compiler that builds dffs-spawn for this architecture (static, so any glibc will do). */
+  cc: string;
 }
 
-const pins = JSON.parse(readFileSync(join(ROOT, 'scripts/bundle/node-runtimes.json'), 'utf8')) as {version: string; runtimes: Record<string, Runtime>};
+const pins = JSON.parse(readFileSync(join(ROOT, 'scripts/bundle/targets.json'), 'utf8')) as {version: string; runtimes: Record<string, Runtime>};
 const packageJson = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown> & {version: string};
 
 function integrityOf(file: string): string {
@@ -122,6 +124,11 @@ async function bundleFor(arch: string, runtime: Runtime, appDir: string): Promis
   await execa('tar', ['-xzf', await runtimeTarball(runtime), '-C', runtimeDir, '--strip-components=1', 'package/bin/node', 'package/LICENSE']);
   chmodSync(join(runtimeDir, 'bin/node'), 0o755);
 
+  const helper = join(bundleDir, 'app/dist/dffs-spawn');
+  if ((await execa('sh', ['-c', `command -v ${runtime.cc}`], {reject: false})).exitCode !== 0) {
+    throw new Error(`${runtime.cc} is missing: it builds the spawn helper for ${arch} (apt-get install ${runtime.cc === 'gcc' ? 'gcc' : 'gcc-aarch64-linux-gnu'})`);
+  }
+  await execa(join(ROOT, 'scripts/build-spawn-helper.sh'), [helper, runtime.cc, '-static', '-s']);
   const script = readFileSync(join(ROOT, 'scripts/bundle/run-sidecar.sh'), 'utf8').replace('@MACHINE@', runtime.machine);
   writeFileSync(join(bundleDir, 'run-sidecar.sh'), script, {mode: 0o755});
   writeFileSync(join(bundleDir, `${BUNDLE_NAME}.service`), renderUnit({allowSetuid: false, stopTimeoutSeconds: stopTimeoutSeconds({})}));

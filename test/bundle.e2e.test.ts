@@ -9,7 +9,7 @@ import {useSandbox} from './sandbox.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const {version} = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {version: string};
-const {version: nodeVersion} = JSON.parse(readFileSync(join(ROOT, 'scripts/bundle/node-runtimes.json'), 'utf8')) as {version: string};
+const {version: nodeVersion} = JSON.parse(readFileSync(join(ROOT, 'scripts/bundle/targets.json'), 'utf8')) as {version: string};
 const archive = (arch: string) => `/src/release/dataflux-func-sidecar-${version}-linux-${arch}.tar.gz`;
 const KEY = 'bundle-e2e-secret-key-0123456789';
 const LIB = '/usr/local/lib/dataflux-func-sidecar';
@@ -57,6 +57,9 @@ describe('the x64 offline bundle on a host without Node.js', () => {
     assert.match(await box.ok('dffs-ctl --version'), new RegExp(`dataflux-func-sidecar/${version} linux-x64 node-v${nodeVersion}`));
     const pid = await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar');
     assert.equal(await box.ok(`readlink -f /proc/${pid}/exe`), await box.ok(`readlink -f ${LIB}/current/runtime/bin/node`));
+    // Commands start through the bundled spawn helper, a child of the daemon.
+    assert.equal(await box.ok(`ps -o comm= --ppid ${pid}`), 'dffs-spawn');
+    assert.equal(await box.ok('dffs-ctl exec \'ps -o comm= -p $PPID\''), 'dffs-spawn');
   });
 
   it('upgrades when run again, keeping the config', async () => {
@@ -116,6 +119,23 @@ describe('the arm64 offline bundle', () => {
     assert.equal((await execa('qemu-aarch64-static', [...qemu, node, '--version'])).stdout, `v${nodeVersion}`);
     const cli = await execa('qemu-aarch64-static', [...qemu, node, join(bundle, 'app/bin/run.js'), '--version']);
     assert.match(cli.stdout, new RegExp(`dataflux-func-sidecar/${version} linux-arm64 node-v${nodeVersion}`));
+  });
+
+  it('has a spawn helper for aarch64 that starts a command and relays its output', async () => {
+    const payload = Buffer.from('1024\0echo hi\0\0PATH=/bin\0');
+    const frame = Buffer.concat([Buffer.from([5 + payload.length, 0, 0, 0]), Buffer.from('S'), Buffer.from([1, 0, 0, 0]), payload]);
+    // The helper exits when its input ends, after the command is done.
+    const helper = await execa('sh', ['-c', `(cat; sleep 1) | qemu-aarch64-static ${join(bundle, 'app/dist/dffs-spawn')}`], {input: frame, encoding: 'buffer'});
+    const output = Buffer.from(helper.stdout);
+    const frames: Record<string, Buffer> = {};
+    for (let offset = 0; offset < output.length; ) {
+      const length = output.readUInt32LE(offset);
+      frames[String.fromCharCode(output[offset + 4])] = output.subarray(offset + 9, offset + 4 + length);
+      offset += 4 + length;
+    }
+    assert.deepEqual(Object.keys(frames).sort(), ['C', 'O', 'P', 'X']);
+    assert.equal(frames.O.toString(), 'hi\n');
+    assert.equal(frames.X.readInt32LE(0), 0);
   });
 
   it('keeps Ink and React out of what the bundled serve loads at start', () => {

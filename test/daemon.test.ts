@@ -346,7 +346,7 @@ describe('wait=false and callbacks', async () => {
 });
 
 describe('concurrency limit', async () => {
-  const {url, events} = await startTestDaemon({MAX_RUNNING: 2, MAX_QUEUED: 1});
+  const {url, events, daemon} = await startTestDaemon({MAX_RUNNING: 2, MAX_QUEUED: 1});
 
   it('queues beyond the running limit and answers 429 beyond the queue', async () => {
     const dir = tempDir();
@@ -355,6 +355,8 @@ describe('concurrency limit', async () => {
     assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 429]);
     assert.match(answers[3].json.message, /too many commands: 2 running and 1 queued/);
     assert.ok(events.some((e) => e.type === 'command-queued'));
+    // The refused request counts once, as refused, not also as accepted.
+    assert.deepEqual([daemon.counters.requests, daemon.counters.accepted, daemon.counters.refused], [4, 3, 1]);
     await eventually(() => (existsSync(join(dir, '2')) ? true : undefined), 10_000, 'the queued command to run');
     assert.ok(!existsSync(join(dir, '3')));
   });

@@ -395,11 +395,22 @@ export class Daemon {
     const result = new Promise<CommandResult>((done) => {
       resolve = done;
     });
-    const job: Job = {id: randomUUID(), request, remote, resolve, result};
+    return {id: randomUUID(), request, remote, resolve, result};
+  }
+
+  /**
+   * Starts the job, or queues it, or refuses it when the queue is full. The command starts before
+   * the job is logged as accepted: logging is not on the path of its latency.
+   */
+  #submit(job: Job): boolean {
+    const startNow = this.#running.size < this.#settings.MAX_RUNNING;
+    if (startNow) this.#start(job);
+    else if (this.#queue.length >= this.#settings.MAX_QUEUED) return false;
+    const {request} = job;
     this.bus.emit({
       type: 'request-accepted',
       jobId: job.id,
-      remote,
+      remote: job.remote,
       command: request.command,
       wait: request.wait,
       ...(request.workdir ? {workdir: request.workdir} : {}),
@@ -407,17 +418,10 @@ export class Daemon {
       ...(request.callbackURL ? {callback: request.callbackURL.origin} : {}),
       timeoutSeconds: request.timeoutSeconds ?? this.#settings.COMMAND_TIMEOUT,
     });
-    return job;
-  }
-
-  #submit(job: Job): boolean {
-    if (this.#running.size < this.#settings.MAX_RUNNING) {
-      this.#start(job);
-      return true;
+    if (!startNow) {
+      this.#queue.push(job);
+      this.bus.emit({type: 'command-queued', jobId: job.id, queued: this.#queue.length});
     }
-    if (this.#queue.length >= this.#settings.MAX_QUEUED) return false;
-    this.#queue.push(job);
-    this.bus.emit({type: 'command-queued', jobId: job.id, queued: this.#queue.length});
     return true;
   }
 
