@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FRAME (64u << 20)
@@ -51,9 +52,23 @@ static void die(const char *what) {
   exit(1);
 }
 
-/* Frames for the daemon wait here and go in one write per turn of the loop: fewer wake-ups. */
+/*
+ * Frames for the daemon wait here and go in one write per turn of the loop: fewer wake-ups. A
+ * buffer of nothing but 'P' frames waits up to PID_DELAY_MS more, so that a short command's pid,
+ * output and exit reach the daemon in one write instead of two (the daemon needs a pid only to
+ * signal a command, which is never that soon).
+ */
+#define PID_DELAY_MS 2
 static unsigned char *output;
 static size_t output_used, output_capacity;
+static int output_urgent;
+static long long flush_deadline_ms; /* when the buffered 'P' frames must go */
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
 
 static void flush_output(void) {
   size_t offset = 0;
@@ -66,6 +81,7 @@ static void flush_output(void) {
     offset += written;
   }
   output_used = 0;
+  output_urgent = 0;
 }
 
 static void send_frame(char type, uint32_t id, const void *payload, size_t size) {
@@ -75,6 +91,8 @@ static void send_frame(char type, uint32_t id, const void *payload, size_t size)
     output = realloc(output, output_capacity);
     if (!output) die("realloc");
   }
+  if (type != 'P') output_urgent = 1;
+  else if (output_used == 0) flush_deadline_ms = now_ms() + PID_DELAY_MS;
   uint32_t length = (uint32_t)(5 + size);
   unsigned char *frame = output + output_used;
   memcpy(frame, &length, 4);
@@ -307,7 +325,13 @@ int main(void) {
       fds[3 + 2 * i] = (struct pollfd){jobs[i].err, POLLIN, 0};
     }
     size_t polled_jobs = job_count;
-    if (poll(fds, needed, -1) < 0) {
+    long long wait_ms = output_used ? flush_deadline_ms - now_ms() : -1;
+    int ready = wait_ms >= 0 || !output_used ? poll(fds, needed, (int)wait_ms) : 0;
+    if (ready == 0) {
+      flush_output();
+      continue;
+    }
+    if (ready < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
@@ -321,6 +345,6 @@ int main(void) {
       finish_if_done(i);
     }
     if (fds[0].revents && !read_requests()) return 0;
-    flush_output();
+    if (output_urgent) flush_output();
   }
 }

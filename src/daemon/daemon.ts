@@ -98,10 +98,14 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
   res.end(text);
 }
 
-/** A 200 reply whose body is written in pieces (a command's output). */
+/** A 200 reply with a command's output: written whole when small, else in pieces. */
 async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
+  if (body.small) {
+    res.end(body.text());
+    return;
+  }
   await body.writeTo(res);
   res.end();
 }

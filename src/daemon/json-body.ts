@@ -45,6 +45,11 @@ export class JsonBody {
     }
   }
 
+  /** Whether the document is short enough to write as one string. */
+  get small(): boolean {
+    return this.parts.every((part) => typeof part === 'string' || part.string.length <= PIECE_LENGTH);
+  }
+
   /** Bytes of the UTF-8 text: for Content-Length, computed once by escaping without keeping. */
   get byteLength(): number {
     if (this.#byteLength === undefined) {
