@@ -30,7 +30,7 @@ export async function runServe(flags: ServeFlags, bin: string): Promise<void> {
   }
   const controlSocket = flags.controlSocket ?? defaultControlSocketPath();
   const dashboard = flags.dashboard && process.stdout.isTTY === true;
-  await serve({configPath, controlSocket, overrides, dashboard, json: !process.stdout.isTTY, writeLine: (line) => process.stdout.write(`${line}\n`)});
+  await serve({configPath, controlSocket, overrides, dashboard, json: !process.stdout.isTTY, write: (text) => process.stdout.write(text)});
 }
 
 /**

@@ -2,7 +2,7 @@ import {existsSync} from 'node:fs';
 import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
 import {startControlServer} from './daemon/control-server.js';
 import {Daemon} from './daemon/daemon.js';
-import {formatEvent} from './daemon/log.js';
+import {EventLog} from './daemon/log.js';
 
 /** What `npm start` binds when it creates a personal config: loopback only. */
 export const PERSONAL_BIND = '127.0.0.1:8099';
@@ -25,8 +25,8 @@ export interface ServeOptions {
   configPath: string;
   controlSocket: string;
   overrides: ConfigOverrides;
-  /** Writes one log line (without newline). */
-  writeLine(line: string): void;
+  /** Writes log lines (each with its newline). */
+  write(text: string): void;
   json: boolean;
   /** Draw the live dashboard instead of writing log lines (a terminal). */
   dashboard: boolean;
@@ -37,9 +37,16 @@ export interface ServeOptions {
  * SIGHUP. Resolves when it has stopped.
  */
 export async function serve(options: ServeOptions): Promise<void> {
-  const daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
-    if (!options.dashboard) created.bus.subscribe((event) => options.writeLine(formatEvent(event, options.json)));
-  });
+  const log = new EventLog(options.json, options.write);
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
+      if (!options.dashboard) created.bus.subscribe(log.add);
+    });
+  } finally {
+    // Why the start failed (bind-failed, say) is in these lines.
+    log.flush();
+  }
   let control: {close(): Promise<void>} | undefined;
   try {
     control = await startControlServer(daemon, options.controlSocket);
@@ -73,6 +80,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     }
     await stopped;
   } finally {
+    log.flush();
     await control?.close();
     process.off('SIGTERM', onStop);
     process.off('SIGINT', onStop);

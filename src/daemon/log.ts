@@ -25,3 +25,33 @@ export function formatEvent(event: SidecarEvent, json: boolean): string {
   const rest = formatFields(event);
   return `${iso} ${level.toUpperCase().padEnd(5)} ${type}${rest ? ` ${rest}` : ''}`;
 }
+
+/**
+ * Writes events as log lines on the next turn of the event loop, all of that turn in one write:
+ * formatting and writing stay off the path of a command's latency. What waits is written by
+ * flush(), which serve calls once the daemon has stopped; a crash loses at most that turn's lines.
+ */
+export class EventLog {
+  #pending: SidecarEvent[] = [];
+  #scheduled = false;
+
+  constructor(
+    private readonly json: boolean,
+    private readonly write: (text: string) => void,
+  ) {}
+
+  readonly add = (event: SidecarEvent): void => {
+    this.#pending.push(event);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  };
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#pending.length === 0) return;
+    const text = this.#pending.map((event) => `${formatEvent(event, this.json)}\n`).join('');
+    this.#pending = [];
+    this.write(text);
+  }
+}
