@@ -11,6 +11,27 @@ function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;
 }
 
+/** Control characters JSON.stringify writes as two bytes (\b \t \n \f \r); the others take six (\u00XX). */
+const SHORT_ESCAPES = new Set([0x08, 0x09, 0x0a, 0x0c, 0x0d]);
+
+/** The UTF-8 length of JSON.stringify(text), without building it. */
+function escapedByteLength(text: string): number {
+  let bytes = 2;
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code < 0x20) bytes += SHORT_ESCAPES.has(code) ? 2 : 6;
+    else if (code === 0x22 || code === 0x5c) bytes += 2;
+    else if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (isHighSurrogate(code) && (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      index++;
+    } else if (code >= 0xd800 && code <= 0xdfff) bytes += 6;
+    else bytes += 3;
+  }
+  return bytes;
+}
+
 /**
  * A JSON document whose strings (a command's output) are escaped a piece at a time while it is
  * written. Escaping can take 6 bytes per byte of output (NULs as \u0000), so the whole escaped
@@ -50,13 +71,13 @@ export class JsonBody {
     return this.parts.every((part) => typeof part === 'string' || part.string.length <= PIECE_LENGTH);
   }
 
-  /** Bytes of the UTF-8 text: for Content-Length, computed once by escaping without keeping. */
+  /** Bytes of the UTF-8 text, for Content-Length: counted, not escaped, for long strings. */
   get byteLength(): number {
-    if (this.#byteLength === undefined) {
-      let total = 0;
-      for (const piece of this.pieces()) total += Buffer.byteLength(piece);
-      this.#byteLength = total;
-    }
+    this.#byteLength ??= this.parts.reduce(
+      (total, part) =>
+        total + (typeof part === 'string' ? Buffer.byteLength(part) : part.string.length <= PIECE_LENGTH ? Buffer.byteLength(JSON.stringify(part.string)) : escapedByteLength(part.string)),
+      0,
+    );
     return this.#byteLength;
   }
 
