@@ -1,8 +1,11 @@
 import {once} from 'node:events';
 import type {Writable} from 'node:stream';
 
-/** Long strings are escaped this many UTF-16 units at a time. */
-const PIECE_LENGTH = 256 * 1024;
+/**
+ * Long strings are escaped this many UTF-16 units at a time: at most 96 KiB escaped, under V8's
+ * large-object size, so each piece dies young instead of piling up until a full collection.
+ */
+const PIECE_LENGTH = 16 * 1024;
 
 /** A part of a JSON document: JSON text as is, or a string to write as a JSON string. */
 export type JsonPart = string | {string: string};
