@@ -157,8 +157,8 @@ function currentRelease(): string | undefined {
 
 /**
  * Node.js flags of the installed program. A young generation of 2 MB semi-spaces keeps the daemon
- * at about 105 MB under a burst of 32 concurrent commands on Node 24 (about 200 MB with V8's
- * default), at the same rate (bench/results).
+ * at about 103 MiB under a burst of 32 concurrent commands on Node 24 (192 MiB with V8's default),
+ * at the same rate (README, Performance).
  */
 export const NODE_FLAGS = ['--max-semi-space-size=2'];
 
