@@ -26,7 +26,7 @@ export type SignedHeaders = {
 };
 
 /** Headers for a new request, signed as Func signs it (fresh uuid4-style nonce, whole-second timestamp). */
-export function signRequest(secret: string, method: string, path: string, body: string, now = Date.now()): SignedHeaders {
+export function signRequest(secret: string, method: string, path: string, body: Uint8Array | string, now = Date.now()): SignedHeaders {
   const nonce = randomBytes(16).toString('hex');
   const timestamp = String(Math.floor(now / 1000));
   return {

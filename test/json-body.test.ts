@@ -27,6 +27,7 @@ it('writes exactly what JSON.stringify writes, long strings included, with the r
     const chunks: Buffer[] = [];
     sink.on('data', (chunk: Buffer) => chunks.push(chunk));
     await body.writeTo(sink);
+    assert.deepEqual([sink.listenerCount('drain'), sink.listenerCount('close')], [0, 0], 'no listener left behind');
     assert.equal(Buffer.concat(chunks).toString('utf8'), Buffer.from(expected, 'utf8').toString('utf8'));
   }
 });

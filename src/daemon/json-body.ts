@@ -1,4 +1,3 @@
-import {once} from 'node:events';
 import type {Writable} from 'node:stream';
 
 /**
@@ -9,6 +8,19 @@ const PIECE_LENGTH = 16 * 1024;
 
 /** A part of a JSON document: JSON text as is, or a string to write as a JSON string. */
 export type JsonPart = string | {string: string};
+
+/** Resolves when the stream can take more, or is closed; leaves no listener behind. */
+function drainedOrClosed(stream: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
 
 function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;
@@ -92,7 +104,7 @@ export class JsonBody {
   async writeTo(stream: Writable): Promise<void> {
     for (const piece of this.pieces()) {
       if (stream.destroyed) return;
-      if (!stream.write(piece)) await Promise.race([once(stream, 'drain'), once(stream, 'close')]);
+      if (!stream.write(piece)) await drainedOrClosed(stream);
     }
   }
 }

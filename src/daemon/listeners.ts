@@ -40,9 +40,12 @@ export class Listener {
   ) {
     this.server = http.createServer(
       {
-        // Slow clients cannot hold a connection open for long before the request is in.
+        // Slow clients cannot hold a connection open for long before the request is in. The
+        // timeouts are checked every second (Node's default is every 30 s, which let a
+        // trickling client hold its connection for up to 40 s).
         headersTimeout: 10_000,
         requestTimeout: 30_000,
+        connectionsCheckingInterval: 1_000,
         keepAliveTimeout: 5_000,
         maxHeaderSize: 16 * 1024,
       },
