@@ -14,7 +14,7 @@ export interface LogQuery {
 /** Journal patterns (PCRE2, on MESSAGE) for the filters, so that `-n` counts matching lines. */
 const REFUSED = '"event":"request-refused"';
 const FAILED =
-  '"event":"(command-finished"(?=.*"exitCode":(?!0,))|callback-failed"(?!.*"retryInMs")|bind-failed"|reload-failed"|commands-abandoned")';
+  '"event":"(command-finished"(?=.*"exitCode":(?!0,))|callback-failed"(?!.*"retryInMs")|bind-failed"|reload-failed"|commands-abandoned"|commands-lost")';
 
 export function journalArgs(query: LogQuery): string[] {
   const args = ['-u', SERVICE_NAME, '-o', 'json', '--no-pager', '-n', String(query.lines)];

@@ -40,7 +40,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const log = new EventLog(options.json, options.write);
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides}, (created) => {
+    daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides, stateDirectory: process.env.STATE_DIRECTORY}, (created) => {
       if (!options.dashboard) created.bus.subscribe(log.add);
     });
   } finally {

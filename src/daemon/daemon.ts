@@ -12,6 +12,7 @@ import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} 
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
 import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
@@ -23,6 +24,8 @@ export interface DaemonOptions {
   historySize?: number;
   /** The dffs-spawn helper to start commands with: default, the one beside the program; null, none (fork from Node). */
   spawnHelper?: string | null;
+  /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
+  stateDirectory?: string;
 }
 
 /** A helper that stops sooner than this after its start is not restarted: commands fork from Node instead. */
@@ -163,6 +166,7 @@ export class Daemon {
   readonly #idleWaiters = new Set<() => void>();
   readonly #baseEnv: Record<string, string>;
   #helper: SpawnHelper | undefined;
+  readonly #runningFile: RunningFile | undefined;
   #stopping: Promise<void> | undefined;
 
   private constructor(
@@ -174,6 +178,16 @@ export class Daemon {
     this.bus.subscribe((event) => countEvent(this.counters, event));
     const user = userInfo();
     this.#baseEnv = {PATH: SAFE_PATH, HOME: user.homedir, LANG: 'C.UTF-8', USER: user.username, LOGNAME: user.username};
+    if (options.stateDirectory) {
+      this.#runningFile = new RunningFile(options.stateDirectory, () =>
+        [...this.#running.values()].map(({job, command, startedAt}) => ({
+          jobId: job.id,
+          command: job.request.command,
+          ...(command.pid === undefined ? {} : {pid: command.pid}),
+          startedAt: new Date(startedAt).toISOString(),
+        })),
+      );
+    }
   }
 
   /**
@@ -185,6 +199,10 @@ export class Daemon {
     const daemon = new Daemon(options, settings);
     onCreated?.(daemon);
     daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
+    const lost = daemon.#runningFile?.takePrevious() ?? [];
+    if (lost.length > 0) {
+      daemon.bus.emit({type: 'commands-lost', jobIds: lost.map((entry) => entry.jobId), commands: lost.map((entry) => entry.command), pids: lost.flatMap((entry) => entry.pid ?? [])});
+    }
     daemon.#startSpawner();
     daemon.#applyBinds();
     await Promise.all([...daemon.#listeners.values()].map((listener) => listener.ready));
@@ -441,14 +459,19 @@ export class Daemon {
         outputLimit: settings.OUTPUT_LIMIT,
       },
       this.#helper,
-      (pid) => this.bus.emit({type: 'command-started', jobId: job.id, pid}),
+      (pid) => {
+        this.bus.emit({type: 'command-started', jobId: job.id, pid});
+        this.#runningFile?.changed();
+      },
     );
     this.#running.set(job.id, {job, command, startedAt: Date.now()});
+    this.#runningFile?.changed();
     void command.result.then((result) => this.#finish(job, result));
   }
 
   #finish(job: Job, result: CommandResult): void {
     this.#running.delete(job.id);
+    this.#runningFile?.changed();
     // Everything but the output, which is never logged.
     const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
     this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
@@ -558,6 +581,7 @@ export class Daemon {
     for (const listener of listeners) listener.server.closeAllConnections();
     await closed;
     this.#helper?.close();
+    this.#runningFile?.writeNow();
     this.bus.emit({type: 'stopped'});
   }
 }

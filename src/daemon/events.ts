@@ -39,6 +39,7 @@ export type SidecarEventBody =
   | {type: 'reload-failed'; error: string}
   | {type: 'stopping'; running: number; queued: number; drainSeconds: number}
   | {type: 'commands-abandoned'; jobIds: string[]; commands: string[]}
+  | {type: 'commands-lost'; jobIds: string[]; commands: string[]; pids: number[]}
   | {type: 'stopped'};
 
 export type RefusalReason =
@@ -65,6 +66,7 @@ const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
   'callback-failed': 'warn',
   'reload-failed': 'error',
   'commands-abandoned': 'error',
+  'commands-lost': 'error',
 };
 
 export function levelOf(event: SidecarEventBody): EventLevel {

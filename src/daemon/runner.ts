@@ -67,12 +67,26 @@ class CappedOutput {
   }
 }
 
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+/** Signals a process group; false when it is gone. */
+function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pid, signal);
+    return true;
   } catch {
-    // The group is already gone.
+    return false;
   }
+}
+
+/** How long SIGKILL is sent again to a group that is not empty yet. */
+const KILL_REPEAT_MS = 50;
+const KILL_REPEATS = 200;
+
+/**
+ * SIGKILLs a process group until it is empty. One kill is not enough for a fork bomb: members
+ * forked while the kernel walks the group escape it, and fork again.
+ */
+function killGroupUntilEmpty(pid: number, repeatsLeft = KILL_REPEATS): void {
+  if (signalGroup(pid, 'SIGKILL') && repeatsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, repeatsLeft - 1), KILL_REPEAT_MS).unref();
 }
 
 /** What the runner uses of a started command, from either spawner. */
@@ -109,12 +123,13 @@ export function runCommand(spec: CommandSpec, helper?: SpawnHelper, onStarted?: 
   let pendingSignal: NodeJS.Signals | undefined;
   const killGroup = (signal: NodeJS.Signals) => {
     if (child.pid === undefined) pendingSignal = signal;
+    else if (signal === 'SIGKILL') killGroupUntilEmpty(child.pid);
     else signalGroup(child.pid, signal);
   };
   child.once('spawn', () => {
     if (child.pid === undefined) return;
     onStarted?.(child.pid);
-    if (pendingSignal) signalGroup(child.pid, pendingSignal);
+    if (pendingSignal) killGroup(pendingSignal);
   });
 
   const result = new Promise<CommandResult>((resolve) => {

@@ -17,6 +17,13 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Variables that make the dynamic loader run code of the caller's choosing in every program. */
 const LOADER_VARIABLE = /^(LD_|GCONV_PATH$|HOSTALIASES$|LOCPATH$|MALLOC_|NLSPATH$|RESOLV_HOST_CONF$|TMPDIR_PRELOAD$)/;
 const MAX_URL_LENGTH = 8192;
+/**
+ * What execve takes: Linux refuses one argument or variable of 128 KiB or more (MAX_ARG_STRLEN),
+ * and all of them together beyond ARG_MAX (2 MiB with the default stack limit; 1 MiB leaves room
+ * for the base environment). Beyond these a command could not start at all.
+ */
+const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
+const MAX_EXEC_BYTES = 1024 * 1024;
 
 const utf8 = new TextDecoder('utf-8', {fatal: true});
 
@@ -69,6 +76,17 @@ function parseCallbackURL(value: unknown): URL {
   return url;
 }
 
+function checkExecSize(request: ShellRequest): void {
+  let total = Buffer.byteLength(request.command);
+  if (total > MAX_ARGUMENT_BYTES) fail(`command is ${total} bytes; a command can have at most ${MAX_ARGUMENT_BYTES} (put a long script in a file)`);
+  for (const [key, value] of Object.entries(request.envs)) {
+    const bytes = Buffer.byteLength(key) + 1 + Buffer.byteLength(value);
+    if (bytes > MAX_ARGUMENT_BYTES) fail(`envs: ${key} is ${bytes} bytes with its name; a variable can have at most ${MAX_ARGUMENT_BYTES}`);
+    total += bytes;
+  }
+  if (total > MAX_EXEC_BYTES) fail(`command and envs are ${total} bytes together; at most ${MAX_EXEC_BYTES} can be passed to a command`);
+}
+
 /** Parses the raw body (already authenticated) into a ShellRequest, or throws BadRequest naming the field. */
 export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): ShellRequest {
   let text: string;
@@ -109,6 +127,7 @@ export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): 
   }
   if (present('envs')) request.envs = parseEnvs(fields.envs);
   if (present('callbackURL')) request.callbackURL = parseCallbackURL(fields.callbackURL);
+  checkExecSize(request);
   if (present('timeout')) {
     const {timeout} = fields;
     if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0 || timeout > maxTimeoutSeconds) {

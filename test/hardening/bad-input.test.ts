@@ -188,6 +188,25 @@ describe('bad requests over HTTP: a clear 4xx, nothing runs, the daemon keeps se
     assert.equal(commandsStarted() - before, 0);
   });
 
+  it('refuses a command or variables too big for execve with a 400 (they could never start)', async () => {
+    const {url: bigUrl, events: bigEvents} = await startTestDaemon({BODY_LIMIT: 4 * 1024 * 1024});
+    const bodies = [
+      {command: `echo ${'x'.repeat(200_000)}`},
+      {command: 'true', envs: [`BIG=${'y'.repeat(200_000)}`]},
+      {command: 'true', envs: Array.from({length: 40}, (_, index) => `V${index}=${'z'.repeat(100_000)}`)},
+    ];
+    for (const body of bodies) {
+      tally.inputsTried++;
+      tally.requestsSent++;
+      const res = await signedPost(bigUrl, body);
+      assert.equal(res.status, 400);
+      assert.match(res.json.message, /bytes/);
+    }
+    assert.equal(bigEvents.filter((event) => event.type === 'command-started').length, 0);
+    tally.requestsSent++;
+    assert.equal((await signedPost(bigUrl, {command: 'true', envs: [`FINE=${'v'.repeat(100_000)}`]})).json.data.exitCode, 0);
+  });
+
   it('answers 413 to an absurd Content-Length and to a chunked body over the limit', async () => {
     const before = commandsStarted();
     tally.inputsTried += 2;
@@ -204,6 +223,21 @@ describe('bad requests over HTTP: a clear 4xx, nothing runs, the daemon keeps se
     tally.requestsSent++;
     const res = await signedPost(url, {command: 'echo alive'});
     assert.equal(res.json.data.stdout, 'alive\n');
+  });
+});
+
+describe('replay across bind addresses', async () => {
+  const {daemon, events} = await startTestDaemon({BIND: '127.0.0.1:0,127.0.0.2:0'});
+
+  it('refuses on every other address a request already answered on one', async () => {
+    const [first, second] = daemon.listenerStatus();
+    const body = Buffer.from('{"command": "echo once"}');
+    const head = signedHead(`http://127.0.0.1:${first.port}`, body);
+    tally.inputsTried += 3;
+    assert.equal((await rawRequest(`http://127.0.0.1:${first.port}`, head, body)).status, 200);
+    assertRefused(await rawRequest(`http://127.0.0.2:${second.port}`, head, body), [401]);
+    assertRefused(await rawRequest(`http://127.0.0.1:${first.port}`, head, body), [401]);
+    assert.equal(events.filter((event) => event.type === 'command-started').length, 1);
   });
 });
 

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import {describe, it} from 'node:test';
+import {eventually} from '../helpers.js';
+import {useSandbox} from '../sandbox.js';
+import {useTally} from './tally.js';
+
+const tally = useTally(import.meta.url);
+const box = useSandbox('dffs-hardening-faults');
+const CONFIG = '/etc/dataflux-func-sidecar';
+const mainPid = async () => Number(await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar'));
+const configSum = () => box.ok(`sha256sum ${CONFIG}`);
+
+describe('faults on a real systemd', () => {
+  it('installs', async () => {
+    await box.ok('node /src/bin/run.js install --bind 127.0.0.1:8099 --secret-key hardening-secret-key-0123456789 >/dev/null');
+    assert.equal(await box.ok('dffs-ctl exec hostname'), await box.ok('hostname'));
+  });
+
+  it('refuses a workdir that dffs cannot enter, saying so', async () => {
+    tally.faultsInjected++;
+    const result = await box.sh('dffs-ctl exec pwd --workdir /root');
+    assert.notEqual(result.exitCode, 0);
+    assert.match(result.stderr, /workdir \/root cannot be entered by user dffs/);
+  });
+
+  it('kill -9 while commands run: systemd restarts it, the new daemon logs the lost commands, the config is intact', {timeout: 60_000}, async () => {
+    const before = {pid: await mainPid(), config: await configSum()};
+    await box.ok('dffs-ctl exec "sleep 120; echo first" --no-wait && dffs-ctl exec "sleep 121; echo second" --no-wait');
+    await eventually(async () => {
+      const running = JSON.parse(await box.ok('cat /var/lib/dataflux-func-sidecar/running.json')) as {pid?: number}[];
+      return running.length === 2 && running.every((entry) => entry.pid) ? true : undefined;
+    }, 10_000, 'running.json to list both commands');
+    await box.ok(`kill -9 ${before.pid}`);
+    tally.faultsInjected++;
+    await eventually(async () => ((await mainPid()) !== before.pid && (await box.sh('dffs-ctl exec true')).exitCode === 0 ? true : undefined), 30_000, 'the service to be back');
+    const lost = await box.ok('journalctl -u dataflux-func-sidecar -o cat | grep \'"event":"commands-lost"\'');
+    assert.match(lost, /sleep 120; echo first/);
+    assert.match(lost, /sleep 121; echo second/);
+    assert.equal(await configSum(), before.config);
+    assert.equal((await box.sh('pgrep -f "sleep 12[01]"')).exitCode, 1, 'the lost commands do not linger');
+  });
+
+  it('secret rotate on a read-only /etc: says what failed, the old config stays', async () => {
+    const before = await configSum();
+    await box.ok('mount --bind /etc /etc && mount -o remount,bind,ro /etc');
+    tally.faultsInjected++;
+    try {
+      const result = await box.sh('dffs-ctl secret rotate');
+      assert.notEqual(result.exitCode, 0);
+      assert.match(result.stderr, /read-only file system/i);
+    } finally {
+      await box.ok('umount /etc');
+    }
+    assert.equal(await configSum(), before);
+    assert.equal(await box.ok('dffs-ctl exec "echo still"'), 'still');
+  });
+
+  it('bind on a full disk: says what failed, the old config stays', async () => {
+    const before = await configSum();
+    await box.ok('cp -a /etc /run/etc-copy && mount -t tmpfs -o size=24m tmpfs /etc && cp -a /run/etc-copy/. /etc/ && (dd if=/dev/zero of=/etc/filler bs=64k 2>/dev/null || true)');
+    tally.faultsInjected++;
+    try {
+      const result = await box.sh('dffs-ctl bind 127.0.0.1:8099,127.0.0.1:8100');
+      assert.notEqual(result.exitCode, 0);
+      assert.match(result.stderr, /no space left on device/i);
+      assert.equal(await configSum(), before);
+    } finally {
+      await box.ok('umount /etc && rm -rf /run/etc-copy');
+    }
+    assert.equal(await configSum(), before);
+  });
+
+  it('a config corrupted by hand: serve refuses to start naming the file and the field, and status says the same', {timeout: 60_000}, async () => {
+    const good = await box.ok(`cat ${CONFIG}`);
+    await box.ok(`echo '{"BIND": "127.0.0.1:8099", "SECRET_KEY": 5}' > ${CONFIG}`);
+    tally.faultsInjected++;
+    try {
+      await box.sh('systemctl restart dataflux-func-sidecar');
+      const journal = await eventually(async () => {
+        const text = await box.ok('journalctl -u dataflux-func-sidecar -o cat -n 30');
+        return /SECRET_KEY/.test(text) ? text : undefined;
+      }, 15_000, 'the refusal in the journal');
+      assert.match(journal, new RegExp(`${CONFIG}.*SECRET_KEY|SECRET_KEY.*${CONFIG}`));
+      const status = await box.sh('dffs-ctl status');
+      assert.notEqual(status.exitCode, 0);
+      assert.match(`${status.stdout}\n${status.stderr}`, new RegExp(`${CONFIG}[^\\n]*SECRET_KEY`));
+    } finally {
+      await box.ok(`cat > ${CONFIG} <<'EOF'\n${good}\nEOF\nsystemctl reset-failed dataflux-func-sidecar; systemctl restart dataflux-func-sidecar`);
+    }
+    await eventually(async () => ((await box.sh('dffs-ctl exec true')).exitCode === 0 ? true : undefined), 20_000, 'the service to be back');
+  });
+
+  it('a fork bomb is stopped by the timeout with its whole process group; the service carries on', {timeout: 60_000}, async () => {
+    // TasksMax caps the bomb on a host with a cgroup pids controller; this sandbox's is read-only
+    // (a cgroup v1 host), so systemd cannot enforce it here and the group kill has to do it all.
+    assert.equal(await box.ok('systemctl show -p TasksMax --value dataflux-func-sidecar'), '4096');
+    tally.faultsInjected++;
+    const bomb = await box.sh('dffs-ctl exec "bomb() { bomb | bomb & }; bomb; sleep 10" --timeout 3');
+    assert.equal(bomb.exitCode, 124, `timed out: ${bomb.stderr.slice(-300)}`);
+    await eventually(async () => ((await box.ok('ps -u dffs -o comm= | sort | paste -sd " "')) === 'dffs-spawn node' ? true : undefined), 20_000, 'only the daemon and its helper left as dffs');
+    assert.equal(await box.ok('dffs-ctl exec "echo alive"'), 'alive');
+  });
+});
