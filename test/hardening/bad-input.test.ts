@@ -242,7 +242,7 @@ describe('replay across bind addresses', async () => {
 });
 
 describe('slow clients', async () => {
-  const {url} = await startTestDaemon();
+  const {url, events} = await startTestDaemon();
 
   it('times out connections that trickle their headers, and serves others meanwhile', {timeout: 30_000}, async () => {
     const {hostname, port} = new URL(url);
@@ -260,6 +260,33 @@ describe('slow clients', async () => {
       const closedAt = await Promise.all(closed);
       // headersTimeout is 10 s, checked every second.
       assert.ok(closedAt.every((time) => time - started < 13_000), `every slow connection was closed within 13 s: ${Math.max(...closedAt) - started} ms`);
+    } finally {
+      clearInterval(trickle);
+      sockets.forEach((socket) => socket.destroy());
+    }
+  });
+
+  it('times out connections that trickle their body, and serves others meanwhile', {timeout: 45_000}, async () => {
+    const {hostname, port} = new URL(url);
+    const body = Buffer.from('{"command": "echo never"}');
+    const head = signedHead(url, body);
+    const sockets = Array.from({length: 20}, () => connect(Number(port), hostname).on('error', () => {}));
+    const closed = sockets.map((socket) => new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now()))));
+    const started = Date.now();
+    for (const socket of sockets) socket.write(head);
+    let sent = 0;
+    const trickle = setInterval(() => {
+      sent = Math.min(sent + 1, body.length - 1);
+      for (const socket of sockets) if (socket.writable) socket.write(body.subarray(sent - 1, sent));
+    }, 1000);
+    tally.faultsInjected += sockets.length;
+    try {
+      tally.requestsSent++;
+      assert.equal((await signedPost(url, {command: 'echo served'})).json.data.stdout, 'served\n');
+      const closedAt = await Promise.all(closed);
+      // requestTimeout is 30 s, checked every second.
+      assert.ok(closedAt.every((time) => time - started < 33_000), `every slow body was cut off within 33 s: ${Math.max(...closedAt) - started} ms`);
+      assert.equal(events.filter((event) => event.type === 'request-accepted' && event.command === 'echo never').length, 0);
     } finally {
       clearInterval(trickle);
       sockets.forEach((socket) => socket.destroy());
