@@ -40,34 +40,33 @@ describe('faults on a real systemd', () => {
     assert.equal((await box.sh('pgrep -f "sleep 12[01]"')).exitCode, 1, 'the lost commands do not linger');
   });
 
-  it('secret rotate on a read-only /etc: says what failed, the old config stays', async () => {
+  /** Runs a dffs-ctl command with /etc broken by `mount`, undone by `unmount`: it fails saying why, and the config stays. */
+  const failsWithEtc = async (mount: string, unmount: string, command: string, why: RegExp) => {
     const before = await configSum();
-    await box.ok('mount --bind /etc /etc && mount -o remount,bind,ro /etc');
+    await box.ok(mount);
     tally.faultsInjected++;
     try {
-      const result = await box.sh('dffs-ctl secret rotate');
+      const result = await box.sh(command);
       assert.notEqual(result.exitCode, 0);
-      assert.match(result.stderr, /read-only file system/i);
+      assert.match(result.stderr, why);
     } finally {
-      await box.ok('umount /etc');
+      await box.ok(unmount);
     }
     assert.equal(await configSum(), before);
     assert.equal(await box.ok('dffs-ctl exec "echo still"'), 'still');
+  };
+
+  it('secret rotate on a read-only /etc: says what failed, the old config stays', async () => {
+    await failsWithEtc('mount --bind /etc /etc && mount -o remount,bind,ro /etc', 'umount /etc', 'dffs-ctl secret rotate', /read-only file system/i);
   });
 
   it('bind on a full disk: says what failed, the old config stays', async () => {
-    const before = await configSum();
-    await box.ok('cp -a /etc /run/etc-copy && mount -t tmpfs -o size=24m tmpfs /etc && cp -a /run/etc-copy/. /etc/ && (dd if=/dev/zero of=/etc/filler bs=64k 2>/dev/null || true)');
-    tally.faultsInjected++;
-    try {
-      const result = await box.sh('dffs-ctl bind 127.0.0.1:8099,127.0.0.1:8100');
-      assert.notEqual(result.exitCode, 0);
-      assert.match(result.stderr, /no space left on device/i);
-      assert.equal(await configSum(), before);
-    } finally {
-      await box.ok('umount /etc && rm -rf /run/etc-copy');
-    }
-    assert.equal(await configSum(), before);
+    await failsWithEtc(
+      'cp -a /etc /run/etc-copy && mount -t tmpfs -o size=24m tmpfs /etc && cp -a /run/etc-copy/. /etc/ && (dd if=/dev/zero of=/etc/filler bs=64k 2>/dev/null || true)',
+      'umount /etc && rm -rf /run/etc-copy',
+      'dffs-ctl bind 127.0.0.1:8099,127.0.0.1:8100',
+      /no space left on device/i,
+    );
   });
 
   it('a config corrupted by hand: serve refuses to start naming the file and the field, and status says the same', {timeout: 60_000}, async () => {
