@@ -77,16 +77,21 @@ function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** How long SIGKILL is sent again to a group that is not empty yet. */
-const KILL_REPEAT_MS = 50;
-const KILL_REPEATS = 200;
+/** SIGKILLs sent back to back, then again after a pause while the group is not empty, for up to a minute. */
+const KILLS_PER_ROUND = 1000;
+const KILL_ROUND_MS = 20;
+const KILL_ROUNDS = 3000;
 
 /**
  * SIGKILLs a process group until it is empty. One kill is not enough for a fork bomb: members
- * forked while the kernel walks the group escape it, and fork again.
+ * forked while the kernel walks the group escape it and fork again, so the kills come back to
+ * back, before the survivors can. A group of zombies waiting to be reaped takes a few rounds.
  */
-function killGroupUntilEmpty(pid: number, repeatsLeft = KILL_REPEATS): void {
-  if (signalGroup(pid, 'SIGKILL') && repeatsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, repeatsLeft - 1), KILL_REPEAT_MS).unref();
+function killGroupUntilEmpty(pid: number, roundsLeft = KILL_ROUNDS): void {
+  for (let kill = 0; kill < KILLS_PER_ROUND; kill++) {
+    if (!signalGroup(pid, 'SIGKILL')) return;
+  }
+  if (roundsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, roundsLeft - 1), KILL_ROUND_MS).unref();
 }
 
 /** What the runner uses of a started command, from either spawner. */

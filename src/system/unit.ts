@@ -69,8 +69,10 @@ RestartSec=2
 # SIGTERM to the daemon alone: it drains its commands (each in its own process group) itself.
 KillMode=mixed
 TimeoutStopSec=${options.stopTimeoutSeconds}
-# Caps fork bombs in commands.
+# Caps fork bombs in commands: TasksMax through the cgroup, LimitNPROC also where the cgroup pids
+# controller is not available (it counts every process of dffs, which runs nothing but this).
 TasksMax=4096
+LimitNPROC=4096
 RuntimeDirectory=${SERVICE_NAME}
 RuntimeDirectoryMode=0750
 StateDirectory=${SERVICE_NAME}
