@@ -5,7 +5,7 @@ import {exitCodeFor} from '../user-error.js';
 
 export default class Install extends Command {
   static override summary = 'Install or upgrade the sidecar as the systemd service dataflux-func-sidecar.';
-  static override description = `Creates the system user dffs, copies this program to /usr/local/lib/dataflux-func-sidecar (with /usr/local/bin/dataflux-func-sidecar and /usr/local/bin/dffs-ctl, run by the Node.js that runs this command), writes /etc/dataflux-func-sidecar (root:dffs, 0640) and the unit, then enables and starts the service.
+  static override description = `Creates the system user dffs, copies this program to /usr/local/lib/dataflux-func-sidecar (with /usr/local/bin/dataflux-func-sidecar and /usr/local/bin/dffs-ctl, run by the Node.js that runs this command; from the offline bundle, by the bundle's own Node.js, copied with the program), writes /etc/dataflux-func-sidecar (root:dffs, 0640) and the unit, then enables and starts the service.
 
 Running it again upgrades: the program is replaced and the service restarted, the config kept (flags change just their keys). An upgrade that does not come up healthy is rolled back to the previous release. A config left by the original Sidecar (KEY: value lines) is imported, and the old file kept beside it.
 

@@ -104,11 +104,15 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
 /** A 200 reply with a command's output: written whole when small, else in pieces. */
 async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
+  const headers = {'Content-Type': 'application/json; charset=utf-8'};
   if (body.small) {
-    res.end(body.text());
+    // Encoded once, and measured from the text itself.
+    const text = body.text();
+    res.writeHead(200, {...headers, 'Content-Length': Buffer.byteLength(text)});
+    res.end(text);
     return;
   }
+  res.writeHead(200, {...headers, 'Content-Length': body.byteLength});
   await body.writeTo(res);
   res.end();
 }

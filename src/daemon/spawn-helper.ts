@@ -91,10 +91,10 @@ export class SpawnHelper {
   /** Starts `/bin/sh -c command`; of each output stream, only the first outputLimit bytes are relayed. */
   spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number): HelperChild {
     const id = this.#nextId++;
-    const child = new HelperChild(() => this.#send('R', id, Buffer.alloc(0)));
+    const child = new HelperChild(() => this.#send('R', id, ''));
     this.#children.set(id, child);
     const strings = [String(outputLimit), command, workdir ?? '', ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
-    this.#send('S', id, Buffer.from(`${strings.join('\0')}\0`));
+    this.#send('S', id, `${strings.join('\0')}\0`);
     return child;
   }
 
@@ -103,13 +103,16 @@ export class SpawnHelper {
     this.#process.stdin.end();
   }
 
-  #send(type: 'S' | 'R', id: number, payload: Buffer): void {
+  /** One frame in one buffer: header, then the payload encoded straight into it. */
+  #send(type: 'S' | 'R', id: number, payload: string): void {
     if (this.#exited) return;
-    const header = Buffer.alloc(9);
-    header.writeUInt32LE(5 + payload.length, 0);
-    header.write(type, 4, 'latin1');
-    header.writeUInt32LE(id, 5);
-    this.#process.stdin.write(Buffer.concat([header, payload]));
+    const payloadLength = Buffer.byteLength(payload);
+    const frame = Buffer.allocUnsafe(9 + payloadLength);
+    frame.writeUInt32LE(5 + payloadLength, 0);
+    frame.write(type, 4, 'latin1');
+    frame.writeUInt32LE(id, 5);
+    frame.write(payload, 9, 'utf8');
+    this.#process.stdin.write(frame);
   }
 
   #receive(chunk: Buffer): void {
