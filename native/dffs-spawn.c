@@ -46,6 +46,7 @@ struct job {
 static struct job *jobs;
 static size_t job_count, job_capacity;
 static int sigchld_pipe[2];
+static int dev_null; /* every command's stdin, opened once */
 
 static void die(const char *what) {
   fprintf(stderr, "dffs-spawn: %s: %s\n", what, strerror(errno));
@@ -53,16 +54,17 @@ static void die(const char *what) {
 }
 
 /*
- * Frames for the daemon wait here and go in one write per turn of the loop: fewer wake-ups. A
- * buffer of nothing but 'P' frames waits up to PID_DELAY_MS more, so that a short command's pid,
- * output and exit reach the daemon in one write instead of two (the daemon needs a pid only to
- * signal a command, which is never that soon).
+ * Frames for the daemon wait here and go in one write per turn of the loop: fewer wake-ups. Pids
+ * and output are not urgent (the daemon needs a pid only to signal a command, and output only at
+ * the end): a buffer of nothing else waits up to RELAY_DELAY_MS more, or until it holds
+ * RELAY_BATCH bytes, so that a short command's pid, output and exit reach the daemon in one write.
  */
-#define PID_DELAY_MS 2
+#define RELAY_DELAY_MS 2
+#define RELAY_BATCH (4 * READ_CHUNK)
 static unsigned char *output;
 static size_t output_used, output_capacity;
 static int output_urgent;
-static long long flush_deadline_ms; /* when the buffered 'P' frames must go */
+static long long flush_deadline_ms; /* when the buffered frames must go */
 
 static long long now_ms(void) {
   struct timespec t;
@@ -91,8 +93,8 @@ static void send_frame(char type, uint32_t id, const void *payload, size_t size)
     output = realloc(output, output_capacity);
     if (!output) die("realloc");
   }
-  if (type != 'P') output_urgent = 1;
-  else if (output_used == 0) flush_deadline_ms = now_ms() + PID_DELAY_MS;
+  if (type != 'P' && type != 'O' && type != 'E') output_urgent = 1;
+  else if (output_used == 0) flush_deadline_ms = now_ms() + RELAY_DELAY_MS;
   uint32_t length = (uint32_t)(5 + size);
   unsigned char *frame = output + output_used;
   memcpy(frame, &length, 4);
@@ -162,7 +164,7 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, dev_null, 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err[1], 2);
   if (*workdir) posix_spawn_file_actions_addchdir_np(&actions, workdir);
@@ -303,6 +305,8 @@ int main(void) {
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   signal(SIGPIPE, SIG_IGN);
+  dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (dev_null < 0) die("/dev/null");
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
   struct sigaction action = {0};
   action.sa_handler = on_sigchld;
@@ -345,6 +349,6 @@ int main(void) {
       finish_if_done(i);
     }
     if (fds[0].revents && !read_requests()) return 0;
-    if (output_urgent) flush_output();
+    if (output_urgent || output_used >= RELAY_BATCH) flush_output();
   }
 }

@@ -1,4 +1,6 @@
-import {isIP, isIPv6} from 'node:net';
+import {net} from './node-builtins.js';
+
+const {isIP, isIPv6} = net;
 
 export interface BindAddress {
   host: string;

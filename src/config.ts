@@ -1,8 +1,10 @@
-import {randomBytes} from 'node:crypto';
-import {readFileSync} from 'node:fs';
+import {crypto, fs} from './node-builtins.js';
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
 import {BindError, DEFAULT_BIND, parseBindList, type BindAddress} from './bind.js';
+
+const {randomBytes} = crypto;
+const {readFileSync} = fs;
 
 export const SYSTEM_CONFIG_PATH = '/etc/dataflux-func-sidecar';
 

@@ -1,8 +1,10 @@
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
-import {createConnection} from 'node:net';
+import {net} from './node-builtins.js';
 import type {DaemonStatus} from './daemon/daemon.js';
 import type {SidecarEvent} from './daemon/events.js';
+
+const {createConnection} = net;
 
 /** Where the installed service's control socket is (its systemd RuntimeDirectory). */
 export const SERVICE_CONTROL_SOCKET = '/run/dataflux-func-sidecar/control.sock';

@@ -1,6 +1,8 @@
-import {existsSync} from 'node:fs';
+import {fs} from './node-builtins.js';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
+
+const {existsSync} = fs;
 
 function findPackageRoot(start: string): string {
   for (let directory = start; ; directory = dirname(directory)) {

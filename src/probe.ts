@@ -1,4 +1,4 @@
-import {http} from './node-http.js';
+import {http} from './node-builtins.js';
 import type {BindAddress} from './bind.js';
 import {formatBindAddress} from './bind.js';
 

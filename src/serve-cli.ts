@@ -1,7 +1,9 @@
-import {parseArgs} from 'node:util';
+import {util} from './node-builtins.js';
 import {ConfigError, defaultConfigPath} from './config.js';
 import {defaultControlSocketPath} from './control.js';
 import {ensurePersonalConfig, serve} from './serve.js';
+
+const {parseArgs} = util;
 
 export interface ServeFlags {
   bind?: string;

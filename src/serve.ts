@@ -1,8 +1,11 @@
-import {existsSync} from 'node:fs';
+import {fs} from './node-builtins.js';
 import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
 import {startControlServer} from './daemon/control-server.js';
 import {Daemon} from './daemon/daemon.js';
+import {isoTime} from './daemon/iso-time.js';
 import {EventLog} from './daemon/log.js';
+
+const {existsSync} = fs;
 
 /** What `npm start` binds when it creates a personal config: loopback only. */
 export const PERSONAL_BIND = '127.0.0.1:8099';
@@ -16,7 +19,7 @@ export async function ensurePersonalConfig(path: string, overrides: ConfigOverri
   await writeConfig(path, {
     BIND: overrides.bind ?? PERSONAL_BIND,
     SECRET_KEY: overrides.secretKey ?? generateSecretKey(),
-    SECRET_CREATED_AT: new Date().toISOString(),
+    SECRET_CREATED_AT: isoTime(Date.now()),
   });
   return true;
 }

@@ -1,4 +1,6 @@
-import {createHmac, randomBytes, timingSafeEqual} from 'node:crypto';
+import {crypto} from './node-builtins.js';
+
+const {createHmac, randomBytes, timingSafeEqual} = crypto;
 
 /** The headers DataFlux Func's Sidecar client sends with every signed request. */
 export const NONCE_HEADER = 'x-auth-nonce';

@@ -1,6 +1,8 @@
-import {readFileSync} from 'node:fs';
+import {fs} from './node-builtins.js';
 import {join} from 'node:path';
 import {PACKAGE_ROOT} from './package-root.js';
+
+const {readFileSync} = fs;
 
 interface PackageInfo {
   version: string;

@@ -31,3 +31,9 @@ it('the daemon\'s own start (bin/run.js serve) loads neither oclif nor Ink nor R
   assert.deepEqual(loaded.filter((entry) => /^(@oclif\/core|ink|react|execa|conf)(\/|$)|\/ui\//.test(entry)), []);
   assert.match(readFileSync(join(DIST, '..', 'bin', 'run.js'), 'utf8'), /await import\('\.\.\/dist\/serve-cli\.js'\)\)\.leanServe\(/);
 });
+
+it('the daemon\'s modules take fs, util, crypto, net and http from node-builtins, not by import', () => {
+  const loaded = [...staticImports(join(DIST, 'serve-cli.js'))];
+  assert.ok(loaded.some((entry) => entry.endsWith('node-builtins.js')));
+  assert.deepEqual(loaded.filter((entry) => /^node:(fs|fs\/promises|util|crypto|net|http|https)$/.test(entry)), []);
+});

@@ -153,4 +153,22 @@ describe('dffs-ctl serve as a process', () => {
     assert.equal(await serve.exited, 0);
     assert.ok(existsSync(configPath));
   });
+  it('starts without the built-ins it has no use for yet: TLS, fs.promises, web crypto, undici (each is resident memory)', async () => {
+    const dir = tempDir();
+    const listPath = join(dir, 'modules.txt');
+    const preload = join(dir, 'list-modules.mjs');
+    // getBuiltinModule, not import: importing node:fs would itself load fs.promises.
+    writeFileSync(preload, `process.on('SIGUSR2', () => process.getBuiltinModule('node:fs').writeFileSync(${JSON.stringify(listPath)}, process.moduleLoadList.join('\\n')));\n`);
+    const configPath = writeTestConfig(dir, {BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET});
+    const serve = startServe(['--config', configPath], {NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`});
+    const url = await serve.url();
+    serve.child.kill('SIGUSR2');
+    const loaded = (await eventually(() => (existsSync(listPath) ? readFileSync(listPath, 'utf8') : undefined))).split('\n');
+    assert.ok(loaded.includes('NativeModule http'), 'the list is of the daemon');
+    assert.deepEqual(loaded.filter((name) => /^NativeModule (https|tls|fs\/promises|internal\/crypto\/webcrypto|internal\/deps\/undici\/)/.test(name)), []);
+    // What was left out is loaded when a request needs it.
+    assert.equal((await signedPost(url, {command: 'pwd', workdir: dir})).json.data.stdout, `${dir}\n`);
+    serve.child.kill('SIGTERM');
+    assert.equal(await serve.exited, 0);
+  });
 });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import {spawn} from 'node:child_process';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
 import type {SidecarEvent} from '../src/daemon/events.js';
-import {findSpawnHelper, SPAWN_HELPER_PATH, SpawnHelper} from '../src/daemon/spawn-helper.js';
+import {findSpawnHelper, HelperChild, SPAWN_HELPER_PATH, SpawnHelper} from '../src/daemon/spawn-helper.js';
 import {eventually, signedPost, startTestDaemon, TEST_SECRET} from './helpers.js';
 
 /** The helper's pid, from the daemon's spawner event. */
@@ -10,6 +11,26 @@ function helperPid(events: SidecarEvent[]): number {
   const started = events.findLast((event) => event.type === 'spawner' && event.spawner === 'dffs-spawn');
   assert.ok(started?.type === 'spawner' && started.pid, 'a spawner event with the helper pid');
   return started.pid;
+}
+
+/** The helper run by hand: one spawn frame in, each write it makes out, as [time, frame types]. */
+async function rawWrites(command: string): Promise<{at: number; types: string}[]> {
+  const helper = spawn(SPAWN_HELPER_PATH, [], {env: {}, stdio: ['pipe', 'pipe', 'inherit']});
+  const payload = Buffer.from(`1024\0${command}\0\0PATH=/usr/bin:/bin\0`);
+  const header = Buffer.alloc(9);
+  header.writeUInt32LE(5 + payload.length, 0);
+  header.write('S', 4, 'latin1');
+  header.writeUInt32LE(1, 5);
+  const started = performance.now();
+  helper.stdin.write(Buffer.concat([header, payload]));
+  const writes: {at: number; types: string}[] = [];
+  for await (const chunk of helper.stdout as AsyncIterable<Buffer>) {
+    let types = '';
+    for (let offset = 0; offset < chunk.length; offset += 4 + chunk.readUInt32LE(offset)) types += String.fromCharCode(chunk[offset + 4]);
+    writes.push({at: performance.now() - started, types});
+    if (types.endsWith('C')) helper.stdin.end();
+  }
+  return writes;
 }
 
 describe('the dffs-spawn helper', async () => {
@@ -41,6 +62,28 @@ describe('the dffs-spawn helper', async () => {
   it('runs many commands at once, each with its own output', async () => {
     const replies = await Promise.all(Array.from({length: 50}, (_, i) => signedPost(url, {command: `sleep 0.$((${i} % 3)); echo job ${i}`})));
     assert.deepEqual(replies.map((res) => res.json.data.stdout), Array.from({length: 50}, (_, i) => `job ${i}\n`));
+  });
+
+  it('holds output back while a command runs for a little, not for long, and sends the end at once', async () => {
+    const writes = await rawWrites('echo first; sleep 1; echo second');
+    // Here (and nearly always) two writes: the pid with the first line about 2 ms after the start,
+    // then the second line with the exit and the close.
+    assert.equal(writes.map((write) => write.types).join(''), 'POOXC');
+    const firstLine = writes.find((write) => write.types.includes('O'));
+    assert.ok(firstLine && firstLine.at < 500, `the first line came after ${Math.round(firstLine?.at ?? 0)} ms`);
+    assert.match(writes.at(-1)?.types ?? '', /XC$/);
+    assert.ok((writes.at(-1)?.at ?? 0) >= 1000);
+  });
+
+  it('is not told to release a command it has finished with', () => {
+    let releases = 0;
+    const finished = new HelperChild(() => releases++);
+    finished.markDone();
+    finished.stdout.destroy();
+    const running = new HelperChild(() => releases++);
+    running.stdout.destroy();
+    running.stderr.destroy();
+    assert.equal(releases, 1);
   });
 
   it('reports a command it cannot start, naming the cause', async () => {

@@ -1,4 +1,4 @@
-import {http, https} from '../node-http.js';
+import {http, https} from '../node-builtins.js';
 import type {JsonBody} from './json-body.js';
 
 export interface CallbackAttempt {
@@ -24,7 +24,7 @@ const MAX_BACKOFF_MS = 30_000;
 
 function postOnce(url: URL, body: JsonBody, headers: Record<string, string>, timeoutMs: number, signal?: AbortSignal) {
   return new Promise<{status: number}>((resolve, reject) => {
-    const send = url.protocol === 'https:' ? https.request : http.request;
+    const send = url.protocol === 'https:' ? https().request : http.request;
     const req = send(
       url,
       {

@@ -1,8 +1,11 @@
-import {chmodSync, mkdirSync, unlinkSync} from 'node:fs';
-import {createConnection, createServer, type Server, type Socket} from 'node:net';
+import type {Server, Socket} from 'node:net';
+import {fs, net} from '../node-builtins.js';
 import {dirname} from 'node:path';
 import type {ControlMessage} from '../control.js';
 import type {Daemon} from './daemon.js';
+
+const {chmodSync, mkdirSync, unlinkSync} = fs;
+const {createConnection, createServer} = net;
 
 /** Past this much unsent data a client is too slow, and is dropped rather than buffered. */
 export const SLOW_CLIENT_BYTES = 1024 * 1024;

@@ -1,5 +1,4 @@
-import {randomUUID} from 'node:crypto';
-import {stat, access, constants} from 'node:fs/promises';
+import {crypto, fs} from '../node-builtins.js';
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
@@ -7,6 +6,7 @@ import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, signatureMatches} from '../signature.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
+import {isoTime} from './iso-time.js';
 import {JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus} from './listeners.js';
@@ -15,6 +15,8 @@ import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
+
+const {randomUUID} = crypto;
 
 export interface DaemonOptions {
   configPath: string;
@@ -141,6 +143,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
 }
 
 async function checkWorkdir(workdir: string): Promise<void> {
+  // fs.promises loads on the first request with a workdir, not at start.
+  const {stat, access} = fs.promises;
   let info;
   try {
     info = await stat(workdir);
@@ -149,7 +153,7 @@ async function checkWorkdir(workdir: string): Promise<void> {
   }
   if (!info.isDirectory()) throw new Refusal(400, 'bad-request', `workdir ${workdir} is not a directory`);
   try {
-    await access(workdir, constants.X_OK);
+    await access(workdir, fs.constants.X_OK);
   } catch {
     throw new Refusal(400, 'bad-request', `workdir ${workdir} cannot be entered by user ${userInfo().username}`);
   }
@@ -188,7 +192,7 @@ export class Daemon {
           jobId: job.id,
           command: job.request.command,
           ...(command.pid === undefined ? {} : {pid: command.pid}),
-          startedAt: new Date(startedAt).toISOString(),
+          startedAt: isoTime(startedAt),
         })),
       );
     }
@@ -230,7 +234,7 @@ export class Daemon {
     return {
       version: VERSION,
       pid: process.pid,
-      startedAt: new Date(this.startedAt).toISOString(),
+      startedAt: isoTime(this.startedAt),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       configPath: this.options.configPath,
       bind: this.listenerStatus(),
@@ -244,7 +248,7 @@ export class Daemon {
         jobId: job.id,
         command: job.request.command,
         pid: command.pid,
-        startedAt: new Date(startedAt).toISOString(),
+        startedAt: isoTime(startedAt),
         remote: job.remote,
       })),
       queued: this.#queue.length,
@@ -475,15 +479,18 @@ export class Daemon {
 
   #finish(job: Job, result: CommandResult): void {
     this.#running.delete(job.id);
-    this.#runningFile?.changed();
-    // Everything but the output, which is never logged.
-    const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
-    this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
-    job.resolve(result);
-    if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
     const next = this.#queue.shift();
     if (next) this.#start(next);
-    this.#notifyIfIdle();
+    // The waiting reply is written first (its continuation is queued by resolve), the bookkeeping after it.
+    job.resolve(result);
+    queueMicrotask(() => {
+      this.#runningFile?.changed();
+      // Everything but the output, which is never logged.
+      const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
+      this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
+      if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
+      this.#notifyIfIdle();
+    });
   }
 
   #sendCallback(job: Job, url: URL, result: CommandResult): void {

@@ -1,5 +1,5 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
-import {http} from '../node-http.js';
+import {http} from '../node-builtins.js';
 import type {AddressInfo} from 'node:net';
 import type {BindAddress} from '../bind.js';
 import type {EventBus} from './events.js';

@@ -1,4 +1,5 @@
 import type {SidecarEvent} from './events.js';
+import {isoTime} from './iso-time.js';
 
 function plainValue(value: unknown): string {
   if (typeof value === 'string') {
@@ -20,7 +21,7 @@ export function formatFields(event: SidecarEvent): string {
 /** One line for an event: JSON for the journal and pipes, `key=value` text for a terminal. */
 export function formatEvent(event: SidecarEvent, json: boolean): string {
   const {time, level, type, ...fields} = event;
-  const iso = new Date(time).toISOString();
+  const iso = isoTime(time);
   if (json) return JSON.stringify({time: iso, level, event: type, ...fields});
   const rest = formatFields(event);
   return `${iso} ${level.toUpperCase().padEnd(5)} ${type}${rest ? ` ${rest}` : ''}`;

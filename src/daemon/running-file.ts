@@ -1,5 +1,7 @@
-import {readFileSync, renameSync, writeFileSync} from 'node:fs';
+import {fs} from '../node-builtins.js';
 import {join} from 'node:path';
+
+const {readFileSync, renameSync, writeFileSync} = fs;
 
 export interface RunningEntry {
   jobId: string;

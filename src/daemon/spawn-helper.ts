@@ -1,9 +1,11 @@
 import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
 import {EventEmitter} from 'node:events';
-import {accessSync, constants} from 'node:fs';
+import {fs} from '../node-builtins.js';
 import {constants as osConstants} from 'node:os';
 import {join} from 'node:path';
 import {PACKAGE_ROOT} from '../package-root.js';
+
+const {accessSync, constants} = fs;
 
 /** Where `npm run build` and the offline bundle put the compiled native/dffs-spawn.c. */
 export const SPAWN_HELPER_PATH = join(PACKAGE_ROOT, 'dist', 'dffs-spawn');
@@ -36,17 +38,23 @@ export class HelperChild extends EventEmitter {
   outputTotals: {stdout: number; stderr: number} | undefined;
   readonly stdout: RelayedOutput;
   readonly stderr: RelayedOutput;
-  #released = false;
+  /** Released by the runner, or closed or failed in the helper: nothing more to tell it. */
+  #done = false;
 
   constructor(release: () => void) {
     super();
     const releaseOnce = () => {
-      if (this.#released) return;
-      this.#released = true;
+      if (this.#done) return;
+      this.#done = true;
       release();
     };
     this.stdout = new RelayedOutput(releaseOnce);
     this.stderr = new RelayedOutput(releaseOnce);
+  }
+
+  /** The helper is done with this command: a release would be a wasted wake-up of the helper. */
+  markDone(): void {
+    this.#done = true;
   }
 }
 
@@ -147,10 +155,12 @@ export class SpawnHelper {
       }
       case 'F':
         this.#children.delete(id);
+        child.markDone();
         child.emit('error', new Error(payload.toString('utf8')));
         break;
       case 'C':
         this.#children.delete(id);
+        child.markDone();
         child.outputTotals = {stdout: Number(payload.readBigUInt64LE(0)), stderr: Number(payload.readBigUInt64LE(8))};
         child.emit('close');
         break;
