@@ -5,7 +5,7 @@
  * Prints a Markdown report and writes it to bench/results/<date>.md.
  *
  * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 3) runs of each; BENCH_VARIANTS (default all), a comma list
- * of node20, node24, bundle.
+ * of node20, node24, bundle, floor (bench/node-floor.mjs on the newest Node: what Node.js and the helper cost without the daemon).
  */
 import {execa} from 'execa';
 import {spawn, type ChildProcess} from 'node:child_process';
@@ -114,24 +114,18 @@ interface Variant {
   entry: string;
 }
 
-async function startOurs(variant: Variant, port: number): Promise<Server & {child: ChildProcess; readyMs: number}> {
-  const directory = mkdtempSync(join(WORK, 'ours-'));
-  const config = join(directory, 'config.json');
-  writeFileSync(config, JSON.stringify({BIND: `127.0.0.1:${port}`, SECRET_KEY: SECRET}), {mode: 0o600});
-  // With the Node flags of the installed wrappers; the log goes to /dev/null.
-  const child = startProcess(variant.node, [...NODE_FLAGS, variant.entry, 'serve', '--config', config, '--no-dashboard'], {RUNTIME_DIRECTORY: directory});
+/** A server that takes Func's signed requests on a port: ours, or the floor. */
+function signedServer(name: string, port: number, child: ChildProcess): Server & {child: ChildProcess} {
   const url = `http://127.0.0.1:${port}`;
-  const readyMs = await waitAnswering(`${url}/`);
   const call = (command: string, wait: boolean) => {
     const body = execBody({command, wait});
     return {path: '/shell', headers: {'Content-Type': 'application/json', ...signRequest(SECRET, 'POST', '/shell', body)}, body};
   };
   return {
-    name: variant.name,
+    name,
     url,
     pid: child.pid ?? 0,
     child,
-    readyMs,
     call,
     loadScript(expectedRequests) {
       const requests: string[] = [];
@@ -143,6 +137,25 @@ async function startOurs(variant: Variant, port: number): Promise<Server & {chil
       return `local requests = {${requests.join(',\n')}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return requests[i] or requests[#requests]\nend\n${LUA_DONE}`;
     },
   };
+}
+
+async function startOurs(variant: Variant, port: number): Promise<Server & {child: ChildProcess; readyMs: number}> {
+  const directory = mkdtempSync(join(WORK, 'ours-'));
+  const config = join(directory, 'config.json');
+  writeFileSync(config, JSON.stringify({BIND: `127.0.0.1:${port}`, SECRET_KEY: SECRET}), {mode: 0o600});
+  // With the Node flags of the installed wrappers; the log goes to /dev/null.
+  const child = startProcess(variant.node, [...NODE_FLAGS, variant.entry, 'serve', '--config', config, '--no-dashboard'], {RUNTIME_DIRECTORY: directory});
+  const server = signedServer(variant.name, port, child);
+  return {...server, readyMs: await waitAnswering(`${server.url}/`)};
+}
+
+/** bench/node-floor.mjs: signature check, dffs-spawn, reply; nothing else. */
+async function startFloor(node: string, port: number): Promise<Server & {child: ChildProcess}> {
+  const version = (await execa(node, ['--version'])).stdout.trim().slice(1);
+  const child = startProcess(node, [...NODE_FLAGS, join(ROOT, 'bench/node-floor.mjs'), String(port), join(ROOT, 'dist/dffs-spawn')], {BENCH_SECRET: SECRET});
+  const server = signedServer(`floor: bench/node-floor.mjs, Node ${version}`, port, child);
+  await waitAnswering(`${server.url}/`);
+  return server;
 }
 
 async function startWebhook(port: number): Promise<Server & {child: ChildProcess}> {
@@ -243,15 +256,21 @@ async function machineLimit(): Promise<{sequential: number; perCore: number}> {
   return {sequential: await rate(1), perCore: await rate(cpus().length)};
 }
 
+const WANTED = (process.env.BENCH_VARIANTS ?? 'node20,node24,bundle,floor').split(',');
+
+async function node24Path(): Promise<string> {
+  const {stdout} = await execa(join(ROOT, 'scripts/with-node24.sh'), ['node', '-p', 'process.execPath'], {stdin: 'ignore'});
+  return stdout.trim();
+}
+
 async function variants(): Promise<Variant[]> {
-  const wanted = (process.env.BENCH_VARIANTS ?? 'node20,node24,bundle').split(',');
+  const wanted = WANTED;
   const list: Variant[] = [];
   const entry = join(ROOT, 'bin/run.js');
   if (!existsSync(join(ROOT, 'dist/commands/serve.js'))) throw new Error('dist/ is missing: run npm run build first');
   if (wanted.includes('node20')) list.push({name: `ours, Node ${process.versions.node}`, node: process.execPath, entry});
   if (wanted.includes('node24')) {
-    const {stdout} = await execa(join(ROOT, 'scripts/with-node24.sh'), ['node', '-p', 'process.execPath'], {stdin: 'ignore'});
-    const node24 = stdout.trim();
+    const node24 = await node24Path();
     const version = (await execa(node24, ['--version'])).stdout.trim().slice(1);
     list.push({name: `ours, Node ${version}`, node: node24, entry});
   }
@@ -268,15 +287,19 @@ async function variants(): Promise<Variant[]> {
 }
 
 const fmt = (value: number, digits = 0) => value.toLocaleString('en-US', {minimumFractionDigits: digits, maximumFractionDigits: digits});
+/** Both units: ps and systemd show MiB, the targets are in MB. */
+const memory = (mebibytes: number) => `${fmt(mebibytes, 1)} MiB (${fmt((mebibytes * 2 ** 20) / 1e6, 1)} MB)`;
 
 interface Row {
   name: string;
   load: Record<number, LoadResult>;
   idleMiB: number;
-  peakMiB: number;
+  /** Not for the floor, which keeps all output. */
+  peakMiB?: number;
   /** The high-water mark after all the load runs. */
   loadPeakMiB: number;
-  ackMs: number;
+  /** Not for the floor, which always waits. */
+  ackMs?: number;
   cold?: {version: number; exec: number};
   readyMs?: number;
 }
@@ -303,10 +326,14 @@ async function main(): Promise<void> {
   // Every server runs for the whole benchmark; the load runs alternate between them, so that
   // whatever else the machine does weighs on all of them alike.
   const variantList = await variants();
-  const servers: (Server & {child: ChildProcess; variant?: Variant})[] = [await startWebhook(18_200)];
+  const servers: (Server & {child: ChildProcess; variant?: Variant; floor?: true})[] = [await startWebhook(18_200)];
   for (const [index, variant] of variantList.entries()) servers.push({...(await startOurs(variant, 18_201 + index)), variant});
+  if (WANTED.includes('floor')) {
+    const node = WANTED.includes('node24') ? await node24Path() : process.execPath;
+    servers.push({...(await startFloor(node, 18_201 + variantList.length)), floor: true});
+  }
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, peakMiB: 0, loadPeakMiB: 0, ackMs: 0}));
+  const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, loadPeakMiB: 0}));
 
   for (const connections of CONCURRENCY) {
     const runs = servers.map((): LoadResult[] => []);
@@ -324,6 +351,8 @@ async function main(): Promise<void> {
     }
   }
   for (const [index, server] of servers.entries()) {
+    // The floor always waits for the command, and keeps all its output: neither figure applies.
+    if (server.floor) continue;
     rows[index].ackMs = await ackLatency(server);
     if (server.variant) rows[index].cold = await coldStarts(server.variant, server.url);
   }
@@ -331,6 +360,7 @@ async function main(): Promise<void> {
   for (const [index, server] of servers.entries()) {
     rows[index].loadPeakMiB = rssKiB(server.pid, 'VmHWM') / 1024;
     await stopProcess(server.child);
+    if (server.floor) continue;
     const fresh = server.variant ? await startOurs(server.variant, 18_201 + index - 1) : await startWebhook(18_200);
     const peak = await peakRssUnderBigOutput(fresh);
     if (peak.status !== 200) throw new Error(`${server.name} answered ${peak.status} to the 200 MiB command`);
@@ -350,6 +380,8 @@ async function main(): Promise<void> {
     '',
     `Machine limit (bench/spawn-baseline.c: posix_spawn of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
     '',
+    'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn helper: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the helper cost on this machine.',
+    '',
     '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook |',
     '|---|---|---|---|---|---|---|---|',
   ];
@@ -367,7 +399,8 @@ async function main(): Promise<void> {
   );
   for (const row of rows) {
     const cold = row.cold ? `${fmt(row.cold.version)} ms | ${fmt(row.cold.exec)} ms | ${fmt(row.readyMs ?? 0)} ms` : '- | - | -';
-    lines.push(`| ${row.name} | ${fmt(row.idleMiB, 1)} MiB | ${fmt(row.peakMiB, 1)} MiB | ${fmt(row.loadPeakMiB, 1)} MiB | ${fmt(row.ackMs, 2)} ms | ${cold} |`);
+    const ack = row.ackMs === undefined ? '-' : `${fmt(row.ackMs, 2)} ms`;
+    lines.push(`| ${row.name} | ${memory(row.idleMiB)} | ${row.peakMiB === undefined ? '-' : memory(row.peakMiB)} | ${memory(row.loadPeakMiB)} | ${ack} | ${cold} |`);
   }
   lines.push('', 'Targets: req/s ours/webhook >= 1.00 at c=32; p50 ours/webhook <= 1.00 at c=1; idle RSS <= 60 MB; peak RSS <= 150 MB; `--version` <= 150 ms; `serve` ready <= 400 ms.', '');
   const report = lines.join('\n');

@@ -37,8 +37,8 @@ interface Job {
   id: string;
   request: ShellRequest;
   remote: string;
-  resolve(result: CommandResult): void;
-  result: Promise<CommandResult>;
+  /** Takes the result once, as soon as it is known: a waiting request is answered from here. */
+  finished(result: CommandResult): void;
 }
 
 interface RunningJob {
@@ -117,6 +117,19 @@ async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> 
   res.writeHead(200, {...headers, 'Content-Length': body.byteLength});
   await body.writeTo(res);
   res.end();
+}
+
+/** The answer to a request that waited for its command. */
+function replyWithResult(res: ServerResponse, jobId: string, result: CommandResult): void {
+  if (result.error) {
+    sendJson(res, 500, {ok: false, message: result.error, data: {jobId}});
+    return;
+  }
+  const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
+  const rest = JSON.stringify({exitCode, signal, timedOut, truncated, durationMs, jobId}).slice(1);
+  sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`])).catch(
+    (error: unknown) => sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`}),
+  );
 }
 
 /** Reads the raw body, or answers 413 when it is over the limit; undefined when refused or aborted. */
@@ -398,7 +411,12 @@ export class Daemon {
     }
     if (request.workdir !== undefined) await checkWorkdir(request.workdir);
 
-    const job = this.#newJob(request, req.socket.remoteAddress ?? '');
+    const job: Job = {
+      id: randomUUID(),
+      request,
+      remote: req.socket.remoteAddress ?? '',
+      finished: request.wait ? (result) => replyWithResult(res, job.id, result) : () => {},
+    };
     if (!this.#submit(job)) {
       throw new Refusal(
         429,
@@ -406,26 +424,7 @@ export class Daemon {
         `too many commands: ${this.#running.size} running and ${this.#queue.length} queued; try again later`,
       );
     }
-    if (!request.wait) {
-      sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
-      return;
-    }
-    const result = await job.result;
-    if (result.error) {
-      sendJson(res, 500, {ok: false, message: result.error, data: {jobId: job.id}});
-      return;
-    }
-    const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
-    const rest = JSON.stringify({exitCode, signal, timedOut, truncated, durationMs, jobId: job.id}).slice(1);
-    await sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
-  }
-
-  #newJob(request: ShellRequest, remote: string): Job {
-    let resolve!: (result: CommandResult) => void;
-    const result = new Promise<CommandResult>((done) => {
-      resolve = done;
-    });
-    return {id: randomUUID(), request, remote, resolve, result};
+    if (!request.wait) sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
   }
 
   /**
@@ -467,30 +466,30 @@ export class Daemon {
         outputLimit: settings.OUTPUT_LIMIT,
       },
       this.#helper,
-      (pid) => {
-        this.bus.emit({type: 'command-started', jobId: job.id, pid});
-        this.#runningFile?.changed();
+      {
+        onStarted: (pid) => {
+          this.bus.emit({type: 'command-started', jobId: job.id, pid});
+          this.#runningFile?.changed();
+        },
+        onFinished: (result) => this.#finish(job, result),
       },
     );
     this.#running.set(job.id, {job, command, startedAt: Date.now()});
     this.#runningFile?.changed();
-    void command.result.then((result) => this.#finish(job, result));
   }
 
   #finish(job: Job, result: CommandResult): void {
     this.#running.delete(job.id);
+    // The waiting reply goes out first, the bookkeeping after it.
+    job.finished(result);
+    this.#runningFile?.changed();
+    // Everything but the output, which is never logged.
+    const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
+    this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
+    if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
     const next = this.#queue.shift();
     if (next) this.#start(next);
-    // The waiting reply is written first (its continuation is queued by resolve), the bookkeeping after it.
-    job.resolve(result);
-    queueMicrotask(() => {
-      this.#runningFile?.changed();
-      // Everything but the output, which is never logged.
-      const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
-      this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
-      if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
-      this.#notifyIfIdle();
-    });
+    this.#notifyIfIdle();
   }
 
   #sendCallback(job: Job, url: URL, result: CommandResult): void {
@@ -573,7 +572,7 @@ export class Daemon {
     }
     for (const {command} of this.#running.values()) command.kill('SIGKILL');
     for (const job of abandoned) {
-      if (!this.#running.has(job.id)) job.resolve(notRun('the sidecar stopped before the command could start'));
+      if (!this.#running.has(job.id)) job.finished(notRun('the sidecar stopped before the command could start'));
     }
     this.#callbackAbort.abort();
     this.#notifyIfIdle();

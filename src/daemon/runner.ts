@@ -33,9 +33,15 @@ export interface CommandResult {
 export interface RunningCommand {
   /** Known once the command has started. */
   readonly pid: number | undefined;
-  readonly result: Promise<CommandResult>;
   /** Signals the command's whole process group. */
   kill(signal: NodeJS.Signals): void;
+}
+
+export interface CommandHooks {
+  /** The process id, once the command is running. */
+  onStarted?(pid: number): void;
+  /** Called once, as soon as the result is known: in the same turn as the exit, with no promise in between. */
+  onFinished(result: CommandResult): void;
 }
 
 /** How long output is still read after the shell exits, for a child that keeps the pipe open. */
@@ -115,9 +121,9 @@ function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellCh
 
 /**
  * Runs a command with `/bin/sh -c` in its own process group (its own session), through the spawn
- * helper when one is given and alive. onStarted gets the process id once it is running.
+ * helper when one is given and alive.
  */
-export function runCommand(spec: CommandSpec, helper?: SpawnHelper, onStarted?: (pid: number) => void): RunningCommand {
+export function runCommand(spec: CommandSpec, helper: SpawnHelper | undefined, hooks: CommandHooks): RunningCommand {
   const started = performance.now();
   const stdout = new CappedOutput(spec.outputLimit);
   const stderr = new CappedOutput(spec.outputLimit);
@@ -133,63 +139,60 @@ export function runCommand(spec: CommandSpec, helper?: SpawnHelper, onStarted?: 
   };
   child.once('spawn', () => {
     if (child.pid === undefined) return;
-    onStarted?.(child.pid);
+    hooks.onStarted?.(child.pid);
     if (pendingSignal) killGroup(pendingSignal);
   });
 
-  const result = new Promise<CommandResult>((resolve) => {
-    let exit: {code: number | null; signal: string | null} | undefined;
-    let settled = false;
-    let graceTimer: NodeJS.Timeout | undefined;
-    const finish = (error?: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timeoutTimer);
-      clearTimeout(killTimer);
-      clearTimeout(graceTimer);
-      // A background child may hold the pipes: stop reading, the reply does not wait for it.
-      child.stdout.destroy();
-      child.stderr.destroy();
-      if (child.outputTotals) {
-        stdout.total = Math.max(stdout.total, child.outputTotals.stdout);
-        stderr.total = Math.max(stderr.total, child.outputTotals.stderr);
-      }
-      resolve({
-        stdout: stdout.text(),
-        stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
-        exitCode: exit?.code ?? null,
-        signal: exit?.signal ?? null,
-        timedOut,
-        truncated: stdout.truncated || stderr.truncated,
-        durationMs: Math.round(performance.now() - started),
-        stdoutBytes: stdout.total,
-        stderrBytes: stderr.total,
-        ...(error ? {error} : {}),
-      });
-    };
-    const timeoutTimer = setTimeout(() => {
-      timedOut = true;
-      killGroup('SIGTERM');
-      killTimer = setTimeout(() => killGroup('SIGKILL'), spec.killGraceMs);
-    }, spec.timeoutMs);
-
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.on('error', (error) => finish(`cannot start the command: ${error.message}`));
-    child.on('exit', (code, signal) => {
-      exit = {code, signal};
-      // The shell is gone; what it left in its group after a timeout goes too.
-      if (timedOut) killGroup('SIGKILL');
-      graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
+  let exit: {code: number | null; signal: string | null} | undefined;
+  let settled = false;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const finish = (error?: string) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timeoutTimer);
+    clearTimeout(killTimer);
+    clearTimeout(graceTimer);
+    // A background child may hold the pipes: stop reading, the reply does not wait for it.
+    child.stdout.destroy();
+    child.stderr.destroy();
+    if (child.outputTotals) {
+      stdout.total = Math.max(stdout.total, child.outputTotals.stdout);
+      stderr.total = Math.max(stderr.total, child.outputTotals.stderr);
+    }
+    hooks.onFinished({
+      stdout: stdout.text(),
+      stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
+      exitCode: exit?.code ?? null,
+      signal: exit?.signal ?? null,
+      timedOut,
+      truncated: stdout.truncated || stderr.truncated,
+      durationMs: Math.round(performance.now() - started),
+      stdoutBytes: stdout.total,
+      stderrBytes: stderr.total,
+      ...(error ? {error} : {}),
     });
-    child.on('close', () => finish());
+  };
+  const timeoutTimer = setTimeout(() => {
+    timedOut = true;
+    killGroup('SIGTERM');
+    killTimer = setTimeout(() => killGroup('SIGKILL'), spec.killGraceMs);
+  }, spec.timeoutMs);
+
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+  child.on('error', (error) => finish(`cannot start the command: ${error.message}`));
+  child.on('exit', (code, signal) => {
+    exit = {code, signal};
+    // The shell is gone; what it left in its group after a timeout goes too.
+    if (timedOut) killGroup('SIGKILL');
+    graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
   });
+  child.on('close', () => finish());
 
   return {
     get pid() {
       return child.pid;
     },
-    result,
     kill: killGroup,
   };
 }
