@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
-import {countEvent, emptyCounters, EventBus} from '../src/daemon/events.js';
-import {formatEvent} from '../src/daemon/log.js';
+import {countEvent, emptyCounters, EventBus, type SidecarEvent} from '../src/daemon/events.js';
+import {EventLog, formatEvent, LOG_BATCH_MS} from '../src/daemon/log.js';
 
 describe('event bus and log lines', () => {
   it('keeps a bounded history, oldest first', () => {
@@ -35,5 +35,32 @@ describe('event bus and log lines', () => {
     }
     assert.equal(JSON.parse(formatEvent(event, true)).event, 'request-accepted');
     assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 command="echo a\\necho b" wait=true/);
+  });
+});
+
+describe('the event log', () => {
+  const event = (jobId: string): SidecarEvent => ({type: 'command-queued', jobId, queued: 1, time: Date.UTC(2026, 10, 30), level: 'info'});
+
+  it('writes the events of a batch together, at most LOG_BATCH_MS after the first, one line each', async () => {
+    const writes: string[] = [];
+    const log = new EventLog(true, (text) => writes.push(text));
+    log.add(event('a'));
+    log.add(event('b'));
+    assert.equal(writes.length, 0, 'nothing yet: the batch waits');
+    await new Promise((resolve) => setTimeout(resolve, LOG_BATCH_MS * 3));
+    assert.equal(writes.length, 1);
+    assert.deepEqual(writes[0].trimEnd().split('\n').map((line) => JSON.parse(line).jobId), ['a', 'b']);
+    log.add(event('c'));
+    log.flush();
+    assert.equal(writes.length, 2, 'flush writes what waits at once');
+    assert.equal(JSON.parse(writes[1]).jobId, 'c');
+  });
+
+  it('writes a batch of a thousand events at once', () => {
+    const writes: string[] = [];
+    const log = new EventLog(false, (text) => writes.push(text));
+    for (let index = 0; index < 1000; index++) log.add(event(String(index)));
+    assert.equal(writes.length, 1);
+    assert.equal(writes[0].trimEnd().split('\n').length, 1000);
   });
 });

@@ -27,14 +27,22 @@ export function formatEvent(event: SidecarEvent, json: boolean): string {
   return `${iso} ${level.toUpperCase().padEnd(5)} ${type}${rest ? ` ${rest}` : ''}`;
 }
 
+/** How long log lines wait to be written together. */
+export const LOG_BATCH_MS = 20;
+/** A batch this long is written at once, whatever its age: memory stays bounded in a burst. */
+const LOG_BATCH_EVENTS = 1000;
+
 /**
- * Writes events as log lines on the next turn of the event loop, all of that turn in one write:
- * formatting and writing stay off the path of a command's latency. What waits is written by
- * flush(), which serve calls once the daemon has stopped; a crash loses at most that turn's lines.
+ * Writes events as log lines in batches, at most LOG_BATCH_MS after the first of a batch, in one
+ * write. Formatting and writing then happen neither between a command's end and its reply nor
+ * between a reply and the next request on the connection (measured: p50 at c=1 lower by 19 and 29
+ * µs in two A/B runs of 8 and 10 rounds, than with a write at each turn of the event loop). What
+ * waits is written by flush(), which serve calls once the daemon has stopped; a crash loses at most
+ * LOG_BATCH_MS of lines.
  */
 export class EventLog {
   #pending: SidecarEvent[] = [];
-  #scheduled = false;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly json: boolean,
@@ -43,13 +51,13 @@ export class EventLog {
 
   readonly add = (event: SidecarEvent): void => {
     this.#pending.push(event);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setImmediate(() => this.flush());
+    if (this.#pending.length >= LOG_BATCH_EVENTS) this.flush();
+    else if (!this.#timer) this.#timer = setTimeout(() => this.flush(), LOG_BATCH_MS).unref();
   };
 
   flush(): void {
-    this.#scheduled = false;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (this.#pending.length === 0) return;
     const text = this.#pending.map((event) => `${formatEvent(event, this.json)}\n`).join('');
     this.#pending = [];
