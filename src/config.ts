@@ -1,6 +1,6 @@
-import {crypto, fs} from './node-builtins.js';
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
+import {crypto, fs} from './node-builtins.js';
 import {BindError, DEFAULT_BIND, parseBindList, type BindAddress} from './bind.js';
 
 const {randomBytes} = crypto;

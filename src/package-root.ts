@@ -1,6 +1,6 @@
-import {fs} from './node-builtins.js';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
+import {fs} from './node-builtins.js';
 
 const {existsSync} = fs;
 

@@ -1,5 +1,5 @@
-import {fs} from './node-builtins.js';
 import {join} from 'node:path';
+import {fs} from './node-builtins.js';
 import {PACKAGE_ROOT} from './package-root.js';
 
 const {readFileSync} = fs;

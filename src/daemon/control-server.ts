@@ -1,6 +1,6 @@
 import type {Server, Socket} from 'node:net';
-import {fs, net} from '../node-builtins.js';
 import {dirname} from 'node:path';
+import {fs, net} from '../node-builtins.js';
 import type {ControlMessage} from '../control.js';
 import type {Daemon} from './daemon.js';
 

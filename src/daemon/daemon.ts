@@ -1,6 +1,6 @@
-import {crypto, fs} from '../node-builtins.js';
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
+import {crypto, fs} from '../node-builtins.js';
 import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
 import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, signatureMatches} from '../signature.js';

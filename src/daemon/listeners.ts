@@ -1,6 +1,6 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
-import {http} from '../node-builtins.js';
 import type {AddressInfo} from 'node:net';
+import {http} from '../node-builtins.js';
 import type {BindAddress} from '../bind.js';
 import type {EventBus} from './events.js';
 

@@ -1,8 +1,8 @@
 import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
 import {EventEmitter} from 'node:events';
-import {fs} from '../node-builtins.js';
 import {constants as osConstants} from 'node:os';
 import {join} from 'node:path';
+import {fs} from '../node-builtins.js';
 import {PACKAGE_ROOT} from '../package-root.js';
 
 const {accessSync, constants} = fs;
