@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import {createServer} from 'node:net';
 import type {AddressInfo} from 'node:net';
 import {join} from 'node:path';
@@ -60,6 +61,15 @@ describe('the dashboard in a real terminal (tmux)', () => {
     await waitForScreen('serve', /Request details[\s\S]*command +echo tmux-check/, 'the detail view');
     await tmux('send-keys', '-t', 'serve', 'Escape');
     await waitForScreen('serve', /TIME +SOURCE +COMMAND/, 'the table again');
+  });
+
+  it('serve redraws to fit when its terminal is resized', async () => {
+    await tmux('resize-window', '-t', 'serve', '-x', '60', '-y', '20');
+    await waitForScreen('serve', /TIME +COMMAND +MODE/, 'the narrow table, without the source column');
+    const narrow = (await screen('serve')).split('\n');
+    assert.deepEqual(narrow.filter((line) => line.length > 60), [], 'no line wider than the terminal');
+    await tmux('resize-window', '-t', 'serve', '-x', '100', '-y', '30');
+    await waitForScreen('serve', /TIME +SOURCE +COMMAND/, 'the wide table again');
   });
 
   it('tui attached to the daemon shows the history and live requests', async () => {
