@@ -16,7 +16,8 @@ function awkwardString(length: number, seed: number): string {
 }
 
 it('writes exactly what JSON.stringify writes, long strings included, with the right byte length', async () => {
-  for (const [length, seed] of [[0, 1], [10, 2], [300_000, 3], [700_001, 4]]) {
+  // 40,000: a long stdout beside a short stderr.
+  for (const [length, seed] of [[0, 1], [10, 2], [40_000, 5], [300_000, 3], [700_001, 4]]) {
     const stdout = awkwardString(length, seed);
     const stderr = awkwardString(length / 3, seed + 7);
     const body = new JsonBody(['{"kwargs":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, '}}']);

@@ -106,15 +106,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
 /** A 200 reply with a command's output: written whole when small, else in pieces. */
 async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> {
   if (res.headersSent || res.destroyed) return;
-  const headers = {'Content-Type': 'application/json; charset=utf-8'};
+  res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
+  // A small reply goes in the same write as its headers.
   if (body.small) {
-    // Encoded once, and measured from the text itself.
-    const text = body.text();
-    res.writeHead(200, {...headers, 'Content-Length': Buffer.byteLength(text)});
-    res.end(text);
+    res.end(body.text());
     return;
   }
-  res.writeHead(200, {...headers, 'Content-Length': body.byteLength});
   await body.writeTo(res);
   res.end();
 }

@@ -55,6 +55,8 @@ function escapedByteLength(text: string): number {
  */
 export class JsonBody {
   #byteLength: number | undefined;
+  /** The whole text of a small document, kept once built: measured and written from the same string. */
+  #text: string | undefined;
 
   constructor(private readonly parts: readonly JsonPart[]) {}
 
@@ -86,23 +88,22 @@ export class JsonBody {
     return this.parts.every((part) => typeof part === 'string' || part.string.length <= PIECE_LENGTH);
   }
 
-  /** Bytes of the UTF-8 text, for Content-Length: counted, not escaped, for long strings. */
+  /** Bytes of the UTF-8 text, for Content-Length: of a large document, counted without escaping. */
   get byteLength(): number {
-    this.#byteLength ??= this.parts.reduce(
-      (total, part) =>
-        total + (typeof part === 'string' ? Buffer.byteLength(part) : part.string.length <= PIECE_LENGTH ? Buffer.byteLength(JSON.stringify(part.string)) : escapedByteLength(part.string)),
-      0,
-    );
+    this.#byteLength ??= this.small
+      ? Buffer.byteLength(this.text())
+      : this.parts.reduce((total, part) => total + (typeof part === 'string' ? Buffer.byteLength(part) : escapedByteLength(part.string)), 0);
     return this.#byteLength;
   }
 
   text(): string {
-    return [...this.pieces()].join('');
+    this.#text ??= [...this.pieces()].join('');
+    return this.#text;
   }
 
   /** Writes the document, waiting whenever the stream's buffer is full; stops if the stream closes. */
   async writeTo(stream: Writable): Promise<void> {
-    for (const piece of this.pieces()) {
+    for (const piece of this.small ? [this.text()] : this.pieces()) {
       if (stream.destroyed) return;
       if (!stream.write(piece)) await drainedOrClosed(stream);
     }
