@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,13 +40,20 @@ struct job {
   uint32_t id;
   pid_t pid;
   int out, err; /* read ends, -1 once at end */
+  int pidfd;    /* readable when the shell exits; -1 once reaped, or without pidfds */
   int exited;
   uint64_t limit, out_total, err_total;
 };
 
 static struct job *jobs;
 static size_t job_count, job_capacity;
-static int sigchld_pipe[2];
+/*
+ * Exits are seen through a pidfd per command (Linux 5.3+): readable when the shell exits, in the
+ * same poll as its output, so an exit costs no signal, handler, self-pipe write and second poll.
+ * Without pidfds, a SIGCHLD handler writes to a self-pipe instead.
+ */
+static int use_pidfd;
+static int sigchld_pipe[2] = {-1, -1};
 static int dev_null; /* every command's stdin, opened once */
 
 static void die(const char *what) {
@@ -122,6 +130,21 @@ static int finish_if_done(size_t index) {
   return 1;
 }
 
+static void reaped(size_t index, int status) {
+  struct job *job = &jobs[index];
+  job->exited = 1;
+  if (job->pidfd >= 0) close(job->pidfd);
+  job->pidfd = -1;
+  send_int('X', job->id, status);
+  finish_if_done(index);
+}
+
+/* With pidfds: the job whose pidfd became readable has exited. */
+static void reap_job(size_t index) {
+  int status;
+  if (waitpid(jobs[index].pid, &status, WNOHANG) == jobs[index].pid) reaped(index, status);
+}
+
 static void close_output(struct job *job) {
   if (job->out >= 0) close(job->out);
   if (job->err >= 0) close(job->err);
@@ -195,6 +218,23 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     send_frame('F', id, message, strlen(message));
     return;
   }
+  int pidfd = -1;
+  if (use_pidfd) {
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+      /* Its exit could not be seen (out of file descriptors): the command goes, as if never started. */
+      int saved = errno;
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+      close(out[0]);
+      close(err[0]);
+      char message[256];
+      snprintf(message, sizeof message, "cannot watch the command: %s", strerror(saved));
+      send_frame('F', id, message, strlen(message));
+      return;
+    }
+  }
   fcntl(out[0], F_SETFL, O_NONBLOCK);
   fcntl(err[0], F_SETFL, O_NONBLOCK);
   if (job_count == job_capacity) {
@@ -202,7 +242,7 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, pid, out[0], err[0], 0, strtoull(limit_text, NULL, 10), 0, 0};
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, strtoull(limit_text, NULL, 10), 0, 0};
   send_int('P', id, pid);
 }
 
@@ -264,29 +304,37 @@ static void reap_children(void) {
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     for (size_t i = 0; i < job_count; i++) {
       if (jobs[i].pid == pid) {
-        jobs[i].exited = 1;
-        send_int('X', jobs[i].id, status);
-        finish_if_done(i);
+        reaped(i, status);
         break;
       }
     }
   }
 }
 
-/* Relays one read of a job's stdout or stderr, up to its limit; at end, closes it. */
-static void relay_output(struct job *job, int *fd, uint64_t *total, char type) {
+/*
+ * Relays one read of a job's stdout or stderr, up to its limit; at end, closes it. When the pipe
+ * has hung up (no writer is left), reads on to its end, so that a command's last output, its exit
+ * and its close reach the daemon in one write.
+ */
+static void relay_output(struct job *job, int *fd, uint64_t *total, char type, int hung_up) {
   static char buffer[READ_CHUNK];
-  ssize_t got = read(*fd, buffer, sizeof buffer);
-  if (got > 0) {
-    uint64_t before = *total;
-    *total += got;
-    if (before < job->limit) {
-      uint64_t room = job->limit - before;
-      send_frame(type, job->id, buffer, (size_t)got < room ? (size_t)got : (size_t)room);
+  for (;;) {
+    ssize_t got = read(*fd, buffer, sizeof buffer);
+    if (got > 0) {
+      uint64_t before = *total;
+      *total += got;
+      if (before < job->limit) {
+        uint64_t room = job->limit - before;
+        send_frame(type, job->id, buffer, (size_t)got < room ? (size_t)got : (size_t)room);
+      }
+      if (hung_up) continue;
+    } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+      close(*fd);
+      *fd = -1;
+    } else if (errno == EINTR) {
+      continue;
     }
-  } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-    close(*fd);
-    *fd = -1;
+    return;
   }
 }
 
@@ -298,7 +346,8 @@ static void on_sigchld(int signal_number) {
   errno = saved;
 }
 
-int main(void) {
+/* Usage: dffs-spawn [--no-pidfd]   (--no-pidfd: see exits through SIGCHLD, as without pidfds; for tests) */
+int main(int argc, char **argv) {
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
@@ -307,16 +356,24 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("/dev/null");
-  if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
-  struct sigaction action = {0};
-  action.sa_handler = on_sigchld;
-  action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-  sigaction(SIGCHLD, &action, NULL);
+  int probe = argc > 1 && strcmp(argv[1], "--no-pidfd") == 0 ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
+  use_pidfd = probe >= 0;
+  if (use_pidfd) {
+    close(probe);
+    /* Inherited SIG_IGN would reap the commands before waitpid could read their status. */
+    signal(SIGCHLD, SIG_DFL);
+  } else {
+    if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
+    struct sigaction action = {0};
+    action.sa_handler = on_sigchld;
+    action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &action, NULL);
+  }
 
   struct pollfd *fds = NULL;
   size_t fds_capacity = 0;
   for (;;) {
-    size_t needed = 2 + 2 * job_count;
+    size_t needed = 2 + 3 * job_count;
     if (needed > fds_capacity) {
       fds_capacity = needed * 2;
       fds = realloc(fds, fds_capacity * sizeof(struct pollfd));
@@ -325,8 +382,9 @@ int main(void) {
     fds[0] = (struct pollfd){0, POLLIN, 0};
     fds[1] = (struct pollfd){sigchld_pipe[0], POLLIN, 0};
     for (size_t i = 0; i < job_count; i++) {
-      fds[2 + 2 * i] = (struct pollfd){jobs[i].out, POLLIN, 0};
-      fds[3 + 2 * i] = (struct pollfd){jobs[i].err, POLLIN, 0};
+      fds[2 + 3 * i] = (struct pollfd){jobs[i].out, POLLIN, 0};
+      fds[3 + 3 * i] = (struct pollfd){jobs[i].err, POLLIN, 0};
+      fds[4 + 3 * i] = (struct pollfd){jobs[i].pidfd, POLLIN, 0};
     }
     size_t polled_jobs = job_count;
     long long wait_ms = output_used ? flush_deadline_ms - now_ms() : -1;
@@ -344,9 +402,13 @@ int main(void) {
     for (size_t i = polled_jobs; i-- > 0;) {
       if (i >= job_count) continue;
       struct job *job = &jobs[i];
-      if (fds[2 + 2 * i].fd == job->out && job->out >= 0 && fds[2 + 2 * i].revents) relay_output(job, &job->out, &job->out_total, 'O');
-      if (fds[3 + 2 * i].fd == job->err && job->err >= 0 && fds[3 + 2 * i].revents) relay_output(job, &job->err, &job->err_total, 'E');
-      finish_if_done(i);
+      short out_events = fds[2 + 3 * i].fd == job->out && job->out >= 0 ? fds[2 + 3 * i].revents : 0;
+      short err_events = fds[3 + 3 * i].fd == job->err && job->err >= 0 ? fds[3 + 3 * i].revents : 0;
+      if (out_events) relay_output(job, &job->out, &job->out_total, 'O', out_events & POLLHUP);
+      if (err_events) relay_output(job, &job->err, &job->err_total, 'E', err_events & POLLHUP);
+      /* After this turn's output: the X frame comes after the output read before the exit was seen. */
+      if (fds[4 + 3 * i].fd == job->pidfd && job->pidfd >= 0 && fds[4 + 3 * i].revents) reap_job(i);
+      else finish_if_done(i);
     }
     if (fds[0].revents && !read_requests()) return 0;
     if (output_urgent || output_used >= RELAY_BATCH) flush_output();

@@ -4,6 +4,7 @@ import {request} from 'node:http';
 import {join} from 'node:path';
 import {describe, it} from 'node:test';
 import {formatEvent} from '../src/daemon/log.js';
+import {SPAWN_HELPER_PATH} from '../src/daemon/spawn-helper.js';
 import {sign, signRequest} from '../src/signature.js';
 import {
   eventually,
@@ -149,10 +150,19 @@ describe('replay protection across bind addresses', async () => {
   });
 });
 
-// Both ways of starting commands: the dffs-spawn helper (the default) and Node's own fork().
-for (const spawner of ['dffs-spawn', 'node'] as const) {
+/** dffs-spawn as on a kernel without pidfds: it sees exits through SIGCHLD. */
+function helperWithoutPidfds(): string {
+  const wrapper = join(tempDir(), 'dffs-spawn-no-pidfd');
+  writeFileSync(wrapper, `#!/bin/sh\nexec '${SPAWN_HELPER_PATH}' --no-pidfd\n`, {mode: 0o755});
+  return wrapper;
+}
+
+// Every way of starting commands: the dffs-spawn helper (the default), the same without pidfds,
+// and Node's own fork().
+for (const spawner of ['dffs-spawn', 'dffs-spawn without pidfds', 'node'] as const) {
   describe(`running commands, started by ${spawner}`, async () => {
-    const {url, daemon, events} = await startTestDaemon({}, 50, spawner === 'node' ? null : undefined);
+    const helper = {'dffs-spawn': undefined, 'dffs-spawn without pidfds': helperWithoutPidfds(), node: null}[spawner];
+    const {url, daemon, events} = await startTestDaemon({}, 50, helper);
 
     it('returns stdout, stderr and the exit code; a failing command is still 200', async () => {
       const res = await signedPost(url, {command: 'echo out; echo err >&2; exit 3'});

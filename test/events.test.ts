@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
 import {countEvent, emptyCounters, EventBus, type SidecarEvent} from '../src/daemon/events.js';
@@ -35,6 +36,18 @@ describe('event bus and log lines', () => {
     }
     assert.equal(JSON.parse(formatEvent(event, true)).event, 'request-accepted');
     assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 command="echo a\\necho b" wait=true/);
+  });
+
+  it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would', () => {
+    const value = fc.oneof(fc.string({unit: 'binary'}), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(undefined), fc.array(fc.string()));
+    fc.assert(
+      fc.property(fc.dictionary(fc.stringMatching(/^[A-Za-z_]\w{0,15}$/).filter((key) => !['time', 'level', 'type'].includes(key)), value), fc.integer({min: 0, max: 4e12}), (fields, time) => {
+        const event = {type: 'command-finished', ...fields, time, level: 'info'} as unknown as SidecarEvent;
+        const {time: _time, level, type, ...rest} = event;
+        assert.equal(formatEvent(event, true), JSON.stringify({time: new Date(time).toISOString(), level, event: type, ...rest}));
+      }),
+      {numRuns: 2000},
+    );
   });
 });
 

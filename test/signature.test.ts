@@ -1,4 +1,6 @@
+import fc from 'fast-check';
 import assert from 'node:assert/strict';
+import {createHmac} from 'node:crypto';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
 import {checkAuthHeaders, sign, signatureMatches, signRequest} from '../src/signature.js';
@@ -34,6 +36,22 @@ describe('HMAC-SHA1 signatures as DataFlux Func computes them', () => {
       }
     });
   }
+
+  it('equals createHmac for any key, nonce, timestamp and body (keys longer than a SHA-1 block too)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({maxLength: 20}), fc.string({minLength: 60, maxLength: 200}), fc.string({unit: 'binary', maxLength: 80})),
+        fc.string({maxLength: 70}),
+        fc.string({maxLength: 14}),
+        fc.oneof(fc.string({unit: 'binary', maxLength: 300}), fc.uint8Array({maxLength: 5000})),
+        (secret, nonce, timestamp, body) => {
+          const expected = createHmac('sha1', secret).update(`POST\n/shell\n${nonce}\n${timestamp}\n`).update(body).digest('hex').toUpperCase();
+          assert.equal(sign(secret, 'POST', '/shell', nonce, timestamp, body), expected);
+        },
+      ),
+      {numRuns: 2000},
+    );
+  });
 
   it('accepts a signature made with any of several keys', () => {
     const v = vectors[0];

@@ -104,17 +104,23 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
 }
 
 /** A 200 reply with a command's output: written whole when small, else in pieces. */
-async function sendJsonBody(res: ServerResponse, body: JsonBody): Promise<void> {
+function sendJsonBody(res: ServerResponse, body: JsonBody): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
-  // A small reply goes in the same write as its headers.
+  // A small reply goes in the same write as its headers, with no promise in between.
   if (body.small) {
     res.end(body.text());
     return;
   }
-  await body.writeTo(res);
-  res.end();
+  // The headers are out: a reply that cannot be finished can only be cut short.
+  body.writeTo(res).then(
+    () => res.end(),
+    (error: unknown) => res.destroy(error as Error),
+  );
 }
+
+/** Output up to this many UTF-16 units in all is answered from one string; more is escaped in pieces. */
+const SMALL_OUTPUT = 16 * 1024;
 
 /** The answer to a request that waited for its command. */
 function replyWithResult(res: ServerResponse, jobId: string, result: CommandResult): void {
@@ -123,33 +129,42 @@ function replyWithResult(res: ServerResponse, jobId: string, result: CommandResu
     return;
   }
   const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
+  // Most output is short: one JSON.stringify, as for any other reply.
+  if (stdout.length + stderr.length <= SMALL_OUTPUT) {
+    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, jobId}});
+    return;
+  }
   const rest = JSON.stringify({exitCode, signal, timedOut, truncated, durationMs, jobId}).slice(1);
-  sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`])).catch(
-    (error: unknown) => sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`}),
-  );
+  sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
 }
 
-/** Reads the raw body, or answers 413 when it is over the limit; undefined when refused or aborted. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | undefined> {
+/**
+ * Reads the raw body and hands it on, or 'too-large' once it is over the limit; nothing when the
+ * client goes away. Callbacks, not a promise: the command starts in the same turn as the body's end.
+ */
+function readBody(req: IncomingMessage, limit: number, onBody: (body: Buffer | 'too-large') => void): void {
   const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.pause();
-        resolve('too-large');
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks, size)));
-    req.on('error', () => resolve(undefined));
-    req.on('aborted', () => resolve(undefined));
+  if (Number.isFinite(declared) && declared > limit) {
+    onBody('too-large');
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limit) {
+      req.removeAllListeners('data');
+      req.pause();
+      onBody('too-large');
+      return;
+    }
+    chunks.push(chunk);
   });
+  req.on('end', () => {
+    if (size <= limit) onBody(Buffer.concat(chunks, size));
+  });
+  // An aborted request has no one to answer; the listener keeps its error from being thrown.
+  req.on('error', () => {});
 }
 
 async function checkWorkdir(workdir: string): Promise<void> {
@@ -356,18 +371,30 @@ export class Daemon {
       this.#refuse(req, res, new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /shell: use POST`), {Allow: 'POST'});
       return;
     }
-    this.#shell(req, res).catch((error: unknown) => {
-      if (error instanceof Refusal) {
-        // The rest of a refused body is not read: close the connection instead of draining it.
-        res.shouldKeepAlive = false;
-        this.#refuse(req, res, error);
-      } else {
-        sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
-      }
-    });
+    try {
+      this.#shell(req, res);
+    } catch (error) {
+      this.#answerError(req, res, error);
+    }
   }
 
-  async #shell(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** A refusal, or an internal error, thrown on the way from a request to its command. */
+  #answerError(req: IncomingMessage, res: ServerResponse, error: unknown): void {
+    if (error instanceof Refusal) {
+      // The rest of a refused body is not read: close the connection instead of draining it.
+      res.shouldKeepAlive = false;
+      this.#refuse(req, res, error);
+    } else {
+      sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+    }
+  }
+
+  /**
+   * From the headers to the command's start in as few turns of the event loop as the request
+   * allows: one for a body that came with the headers, with no promise on the way (a workdir
+   * is checked asynchronously). What is only bookkeeping happens after the command has started.
+   */
+  #shell(req: IncomingMessage, res: ServerResponse): void {
     const settings = this.#settings;
     if (this.#stopping) throw new Refusal(503, 'shutting-down', 'the sidecar is shutting down; try again when it is back');
     if (settings.secretKey === undefined) {
@@ -380,10 +407,24 @@ export class Daemon {
     const auth = checkAuthHeaders(req.headers);
     if (!auth.ok) throw new Refusal(401, auth.reason, auth.message);
 
-    const body = await readBody(req, settings.BODY_LIMIT);
-    if (body === undefined) return;
-    if (body === 'too-large') throw new Refusal(413, 'body-too-large', `the body is larger than ${settings.BODY_LIMIT} bytes`);
+    readBody(req, settings.BODY_LIMIT, (body) => {
+      try {
+        if (body === 'too-large') throw new Refusal(413, 'body-too-large', `the body is larger than ${settings.BODY_LIMIT} bytes`);
+        const request = this.#verify(settings, auth, body);
+        if (request.workdir === undefined) this.#accept(req, res, request);
+        else {
+          checkWorkdir(request.workdir)
+            .then(() => this.#accept(req, res, request))
+            .catch((error: unknown) => this.#answerError(req, res, error));
+        }
+      } catch (error) {
+        this.#answerError(req, res, error);
+      }
+    });
+  }
 
+  /** The signature, the timestamp and the nonce, then the body: the request to run, or a Refusal. */
+  #verify(settings: Settings, auth: {nonce: string; timestamp: string; signature: Buffer}, body: Buffer): ShellRequest {
     if (!signatureMatches(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
       throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
     }
@@ -398,16 +439,16 @@ export class Daemon {
     }
     if (this.#replay.has(auth.nonce)) throw new Refusal(401, 'replayed-nonce', 'replayed nonce: every request needs a new X-Auth-Nonce');
     this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE);
-
-    let request: ShellRequest;
     try {
-      request = parseShellRequest(body, settings.COMMAND_TIMEOUT);
+      return parseShellRequest(body, settings.COMMAND_TIMEOUT);
     } catch (error) {
       if (error instanceof BadRequest) throw new Refusal(400, 'bad-request', error.message);
       throw error;
     }
-    if (request.workdir !== undefined) await checkWorkdir(request.workdir);
+  }
 
+  /** Starts or queues a verified request's command, or refuses it when the queue is full. */
+  #accept(req: IncomingMessage, res: ServerResponse, request: ShellRequest): void {
     const job: Job = {
       id: randomUUID(),
       request,

@@ -125,9 +125,10 @@ function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellCh
  */
 export function runCommand(spec: CommandSpec, helper: SpawnHelper | undefined, hooks: CommandHooks): RunningCommand {
   const started = performance.now();
+  // First: everything else here can happen while the command starts.
+  const child = startShell(spec, helper);
   const stdout = new CappedOutput(spec.outputLimit);
   const stderr = new CappedOutput(spec.outputLimit);
-  const child = startShell(spec, helper);
   let timedOut = false;
   let killTimer: NodeJS.Timeout | undefined;
   // A signal asked for before the helper has reported the pid is sent when it does.
@@ -185,7 +186,10 @@ export function runCommand(spec: CommandSpec, helper: SpawnHelper | undefined, h
     exit = {code, signal};
     // The shell is gone; what it left in its group after a timeout goes too.
     if (timedOut) killGroup('SIGKILL');
-    graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
+    // The helper's close usually comes with the exit, in the same turn: no timer for that.
+    queueMicrotask(() => {
+      if (!settled) graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
+    });
   });
   child.on('close', () => finish());
 

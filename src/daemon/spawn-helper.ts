@@ -99,10 +99,12 @@ export class SpawnHelper {
   /** Starts `/bin/sh -c command`; of each output stream, only the first outputLimit bytes are relayed. */
   spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number): HelperChild {
     const id = this.#nextId++;
+    let payload = `${outputLimit}\0${command}\0${workdir ?? ''}\0`;
+    for (const name in env) payload += `${name}=${env[name]}\0`;
+    // The frame goes first: the helper's answers come in a later turn, when the child is known.
+    this.#send('S', id, payload);
     const child = new HelperChild(() => this.#send('R', id, ''));
     this.#children.set(id, child);
-    const strings = [String(outputLimit), command, workdir ?? '', ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
-    this.#send('S', id, `${strings.join('\0')}\0`);
     return child;
   }
 
