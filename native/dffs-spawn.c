@@ -1,8 +1,7 @@
 /*
  * dffs-spawn: the sidecar's process launcher. Node.js starts a child with fork(), which copies
  * the page tables of the whole daemon and blocks its event loop until the child has called
- * exec; this small helper uses posix_spawn (vfork semantics) instead, so a spawn costs what it
- * costs the machine. The daemon keeps every decision (timeouts, kills, output limits); the
+ * exec; this small helper uses vfork instead, so a spawn costs what it costs the machine. The daemon keeps every decision (timeouts, kills, output limits); the
  * helper only starts `/bin/sh -c COMMAND` and relays what happens.
  *
  * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
@@ -22,7 +21,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +53,8 @@ static size_t job_count, job_capacity;
 static int use_pidfd;
 static int sigchld_pipe[2] = {-1, -1};
 static int dev_null; /* every command's stdin, opened once */
+/* Set by a vfork child that could not exec, before it exits: it shares the helper's memory until then. */
+static volatile int spawn_errno;
 
 static void die(const char *what) {
   fprintf(stderr, "dffs-spawn: %s: %s\n", what, strerror(errno));
@@ -185,28 +185,40 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     return;
   }
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, dev_null, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-  if (*workdir) posix_spawn_file_actions_addchdir_np(&actions, workdir);
-
-  /* Its own session and process group (the daemon signals the group), default signals, none blocked. */
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
+  /*
+   * Its own session and process group (the daemon signals the group), default signals, none
+   * blocked. vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of
+   * every signal in the child before exec, 64 system calls on the path of every command. The
+   * helper set all signals to their default when it started; only the ones it changed since
+   * (SIGPIPE, and SIGCHLD without pidfds) are reset here. Signals are blocked around vfork, as
+   * posix_spawn does, so that no handler runs in the child while it shares the helper's memory.
+   */
   char *argv[] = {"/bin/sh", "-c", command, NULL};
-  pid_t pid;
-  int rc = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
+  sigset_t all, previous;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &previous);
+  spawn_errno = 0;
+  pid_t pid = vfork();
+  if (pid == 0) {
+    if (setsid() < 0 || dup2(dev_null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0 || (*workdir && chdir(workdir) < 0)) {
+      spawn_errno = errno;
+      _exit(127);
+    }
+    struct sigaction default_action = {0};
+    default_action.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &default_action, NULL);
+    if (!use_pidfd) sigaction(SIGCHLD, &default_action, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve("/bin/sh", argv, envp);
+    spawn_errno = errno;
+    _exit(127);
+  }
+  int rc = pid < 0 ? errno : spawn_errno;
+  /* A child that failed before exec has exited: reap it here, it never was a command. */
+  if (pid > 0 && rc != 0) waitpid(pid, NULL, 0);
+  sigprocmask(SIG_SETMASK, &previous, NULL);
   free(envp);
   close(out[1]);
   close(err[1]);
@@ -353,6 +365,13 @@ int main(int argc, char **argv) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
+  /*
+   * Every signal at its default, as commands get them: the helper inherits what its parent had
+   * set. (An inherited SIG_IGN for SIGCHLD would also reap commands before their status is read.)
+   */
+  for (int number = 1; number < NSIG; number++) {
+    if (number != SIGKILL && number != SIGSTOP) signal(number, SIG_DFL);
+  }
   signal(SIGPIPE, SIG_IGN);
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("/dev/null");
@@ -360,8 +379,6 @@ int main(int argc, char **argv) {
   use_pidfd = probe >= 0;
   if (use_pidfd) {
     close(probe);
-    /* Inherited SIG_IGN would reap the commands before waitpid could read their status. */
-    signal(SIGCHLD, SIG_DFL);
   } else {
     if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("pipe2");
     struct sigaction action = {0};

@@ -240,6 +240,15 @@ for (const spawner of ['dffs-spawn', 'dffs-spawn without pidfds', 'node'] as con
       assert.equal(events.filter((e) => e.type === 'command-started').length, before);
     });
 
+    it('runs the shell as the leader of its own session, with no signal ignored or blocked', async () => {
+      const res = await signedPost(url, {command: `grep -E '^Sig(Blk|Ign)' /proc/self/status; echo "session $(cut -d' ' -f6 /proc/$$/stat) shell $$"`});
+      const [blocked, ignored, session] = res.json.data.stdout.trim().split('\n');
+      assert.equal(blocked, 'SigBlk:\t0000000000000000');
+      assert.equal(ignored, 'SigIgn:\t0000000000000000');
+      const [, sessionId, shellPid] = /^session (\d+) shell (\d+)$/.exec(session) ?? [];
+      assert.equal(sessionId, shellPid);
+    });
+
     it('kills the whole process group on timeout, grandchildren included', async () => {
       const dir = tempDir();
       const res = await signedPost(url, {
