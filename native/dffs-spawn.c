@@ -86,7 +86,7 @@ static void flush_output(void) {
     ssize_t written = write(1, output + offset, output_used - offset);
     if (written < 0) {
       if (errno == EINTR) continue;
-      exit(0); /* the daemon is gone */
+      exit(0); /* the daemon is gone (SIGPIPE has usually ended the helper already) */
     }
     offset += written;
   }
@@ -189,14 +189,15 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
    * Its own session and process group (the daemon signals the group), default signals, none
    * blocked. vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of
    * every signal in the child before exec, 64 system calls on the path of every command. The
-   * helper set all signals to their default when it started; only the ones it changed since
-   * (SIGPIPE, and SIGCHLD without pidfds) are reset here. Signals are blocked around vfork, as
-   * posix_spawn does, so that no handler runs in the child while it shares the helper's memory.
+   * helper set all signals to their default and unblocked them when it started, so the child
+   * inherits what commands should get. Only without pidfds has the helper a handler (SIGCHLD):
+   * then signals are blocked around vfork, as posix_spawn does, so that the handler cannot run in
+   * the child while it shares the helper's memory, and the child resets it.
    */
   char *argv[] = {"/bin/sh", "-c", command, NULL};
   sigset_t all, previous;
   sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, &previous);
+  if (!use_pidfd) sigprocmask(SIG_BLOCK, &all, &previous);
   spawn_errno = 0;
   pid_t pid = vfork();
   if (pid == 0) {
@@ -204,13 +205,12 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
       spawn_errno = errno;
       _exit(127);
     }
-    struct sigaction default_action = {0};
-    default_action.sa_handler = SIG_DFL;
-    sigaction(SIGPIPE, &default_action, NULL);
-    if (!use_pidfd) sigaction(SIGCHLD, &default_action, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (!use_pidfd) {
+      struct sigaction default_action = {0};
+      default_action.sa_handler = SIG_DFL;
+      sigaction(SIGCHLD, &default_action, NULL);
+      sigprocmask(SIG_SETMASK, &previous, NULL);
+    }
     execve("/bin/sh", argv, envp);
     spawn_errno = errno;
     _exit(127);
@@ -218,7 +218,7 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
   int rc = pid < 0 ? errno : spawn_errno;
   /* A child that failed before exec has exited: reap it here, it never was a command. */
   if (pid > 0 && rc != 0) waitpid(pid, NULL, 0);
-  sigprocmask(SIG_SETMASK, &previous, NULL);
+  if (!use_pidfd) sigprocmask(SIG_SETMASK, &previous, NULL);
   free(envp);
   close(out[1]);
   close(err[1]);
@@ -366,13 +366,16 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   /*
-   * Every signal at its default, as commands get them: the helper inherits what its parent had
-   * set. (An inherited SIG_IGN for SIGCHLD would also reap commands before their status is read.)
+   * Every signal at its default and none blocked, as commands get them: the helper inherits what
+   * its parent had set. (An inherited SIG_IGN for SIGCHLD would also reap commands before their
+   * status is read.) SIGPIPE stays at its default too: it ends the helper when the daemon is gone.
    */
   for (int number = 1; number < NSIG; number++) {
     if (number != SIGKILL && number != SIGSTOP) signal(number, SIG_DFL);
   }
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("/dev/null");
   int probe = argc > 1 && strcmp(argv[1], "--no-pidfd") == 0 ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
