@@ -58,6 +58,15 @@ describe('POST /shell bodies', () => {
     it(`refuses ${body || '(empty)'}`, () => assert.throws(() => parse(body), (error: Error) => error instanceof BadRequest && message.test(error.message)));
   }
 
+  it('reads UTF-8 text, with or without a byte order mark', () => {
+    const text = '{"command":"echo héllo ✓ 𝄞","envs":["K=é"]}';
+    for (const body of [Buffer.from(text), Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)])]) {
+      const request = parse(new Uint8Array(body));
+      assert.equal(request.command, 'echo héllo ✓ 𝄞');
+      assert.equal(request.envs.K, 'é');
+    }
+  });
+
   it('refuses invalid UTF-8', () => {
     assert.throws(() => parse(Uint8Array.from([0x7b, 0x22, 0xff, 0x22, 0x7d])), /not valid UTF-8/);
   });

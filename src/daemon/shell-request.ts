@@ -1,3 +1,4 @@
+import {isUtf8} from 'node:buffer';
 import {isAbsolute} from 'node:path';
 
 /** A validated `POST /shell` body. */
@@ -25,7 +26,8 @@ const MAX_URL_LENGTH = 8192;
 const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
 const MAX_EXEC_BYTES = 1024 * 1024;
 
-const utf8 = new TextDecoder('utf-8', {fatal: true});
+/** The envs of a request that sets none: shared, never changed. */
+const NO_ENVS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
 
 function fail(message: string): never {
   throw new BadRequest(message);
@@ -89,15 +91,12 @@ function checkExecSize(request: ShellRequest): void {
 
 /** Parses the raw body (already authenticated) into a ShellRequest, or throws BadRequest naming the field. */
 export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): ShellRequest {
-  let text: string;
-  try {
-    text = utf8.decode(body);
-  } catch {
-    fail('the body is not valid UTF-8');
-  }
+  if (!isUtf8(body)) fail('the body is not valid UTF-8');
+  // A byte order mark is skipped, as a UTF-8 decoder does.
+  const start = body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf ? 3 : 0;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset + start, body.byteLength - start).toString('utf8'));
   } catch (error) {
     fail(`the body is not valid JSON: ${(error as Error).message}`);
   }
@@ -114,7 +113,7 @@ export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): 
   const {command} = fields;
   if (typeof command !== 'string') fail('command must be a string');
   if (command.trim() === '') fail('command must not be empty');
-  const request: ShellRequest = {command: noNul('command', command), wait: true, envs: Object.create(null)};
+  const request: ShellRequest = {command: noNul('command', command), wait: true, envs: NO_ENVS};
 
   if (present('wait')) {
     if (typeof fields.wait !== 'boolean') fail('wait must be true or false');
