@@ -18,6 +18,13 @@ export function formatFields(event: SidecarEvent): string {
     .join(' ');
 }
 
+/** JSON.stringify's text for a value, without the call for the numbers, booleans and nulls most fields hold. */
+function jsonValue(value: unknown): string {
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : 'null';
+  if (typeof value === 'boolean' || value === null) return String(value);
+  return JSON.stringify(value);
+}
+
 /**
  * An event as one JSON line: time (ISO), level and event first, then its own fields. Built as text
  * from the event's own keys: one JSON.stringify per value instead of copying the event twice into
@@ -29,7 +36,7 @@ function jsonLine(event: SidecarEvent): string {
     if (key === 'time' || key === 'level' || key === 'type') continue;
     const value: unknown = event[key as keyof SidecarEvent];
     if (value === undefined) continue;
-    line += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
+    line += `,${JSON.stringify(key)}:${jsonValue(value)}`;
   }
   return `${line}}`;
 }

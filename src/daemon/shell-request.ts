@@ -26,8 +26,8 @@ const MAX_URL_LENGTH = 8192;
 const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
 const MAX_EXEC_BYTES = 1024 * 1024;
 
-/** The envs of a request that sets none: shared, never changed. */
-const NO_ENVS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
+/** The envs of a request that sets none: shared, never changed (a plain object: no slow dictionary). */
+const NO_ENVS: Record<string, string> = Object.freeze({});
 
 function fail(message: string): never {
   throw new BadRequest(message);
@@ -81,6 +81,7 @@ function parseCallbackURL(value: unknown): URL {
 function checkExecSize(request: ShellRequest): void {
   let total = Buffer.byteLength(request.command);
   if (total > MAX_ARGUMENT_BYTES) fail(`command is ${total} bytes; a command can have at most ${MAX_ARGUMENT_BYTES} (put a long script in a file)`);
+  if (request.envs === NO_ENVS) return;
   for (const [key, value] of Object.entries(request.envs)) {
     const bytes = Buffer.byteLength(key) + 1 + Buffer.byteLength(value);
     if (bytes > MAX_ARGUMENT_BYTES) fail(`envs: ${key} is ${bytes} bytes with its name; a variable can have at most ${MAX_ARGUMENT_BYTES}`);
