@@ -42,9 +42,11 @@ describe('event bus and log lines', () => {
     const value = fc.oneof(fc.string({unit: 'binary'}), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(undefined), fc.array(fc.string()));
     fc.assert(
       fc.property(fc.dictionary(fc.stringMatching(/^[A-Za-z_]\w{0,15}$/).filter((key) => !['time', 'level', 'type'].includes(key)), value), fc.integer({min: 0, max: 4e12}), (fields, time) => {
-        const event = {type: 'command-finished', ...fields, time, level: 'info'} as unknown as SidecarEvent;
-        const {time: _time, level, type, ...rest} = event;
-        assert.equal(formatEvent(event, true), JSON.stringify({time: new Date(time).toISOString(), level, event: type, ...rest}));
+        // In the bus's key order (time, level, type first) and in another.
+        for (const event of [{time, level: 'info', type: 'command-finished', ...fields}, {type: 'command-finished', ...fields, time, level: 'info'}] as unknown as SidecarEvent[]) {
+          const {time: _time, level, type, ...rest} = event;
+          assert.equal(formatEvent(event, true), JSON.stringify({time: new Date(time).toISOString(), level, event: type, ...rest}));
+        }
       }),
       {numRuns: 2000},
     );

@@ -16,3 +16,13 @@ it('writes a time exactly as Date#toISOString does, for years 0 to 9999', () => 
     assert.equal(isoTime(milliseconds), new Date(milliseconds).toISOString());
   }
 });
+
+it('writes times that follow each other, within a minute and across minutes (the kept minute)', () => {
+  const start = Date.UTC(2026, 11, 31, 23, 58, 30, 0);
+  for (let milliseconds = start; milliseconds < start + 200_000; milliseconds += 7) {
+    assert.equal(isoTime(milliseconds), new Date(milliseconds).toISOString());
+  }
+  for (const milliseconds of [start, start - 60_001, start, -59_999, -60_000, -60_001, 0]) {
+    assert.equal(isoTime(milliseconds), new Date(milliseconds).toISOString());
+  }
+});

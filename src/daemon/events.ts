@@ -88,7 +88,8 @@ export class EventBus {
   constructor(readonly historySize = 1000) {}
 
   emit(body: SidecarEventBody): SidecarEvent {
-    const event = {...body, time: Date.now(), level: levelOf(body)} as SidecarEvent;
+    // time, level and type first: the log writes the JSON of an event with those three rewritten.
+    const event = {time: Date.now(), level: levelOf(body), ...body} as SidecarEvent;
     if (this.#history.length < this.historySize) {
       this.#history.push(event);
     } else {

@@ -18,27 +18,21 @@ export function formatFields(event: SidecarEvent): string {
     .join(' ');
 }
 
-/** JSON.stringify's text for a value, without the call for the numbers, booleans and nulls most fields hold. */
-function jsonValue(value: unknown): string {
-  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : 'null';
-  if (typeof value === 'boolean' || value === null) return String(value);
-  return JSON.stringify(value);
-}
-
 /**
- * An event as one JSON line: time (ISO), level and event first, then its own fields. Built as text
- * from the event's own keys: one JSON.stringify per value instead of copying the event twice into
- * new objects (the daemon writes three of these per command; tests check it against the plain way).
+ * An event as one JSON line: time (ISO), level and event first, then its own fields. An event from
+ * the bus has time, level and type as its first keys, so its JSON needs only those rewritten: one
+ * JSON.stringify and no copy of the event (the daemon writes three lines per command). Any other
+ * event is copied into that order first.
  */
 function jsonLine(event: SidecarEvent): string {
-  let line = `{"time":"${isoTime(event.time)}","level":"${event.level}","event":${JSON.stringify(event.type)}`;
-  for (const key in event) {
-    if (key === 'time' || key === 'level' || key === 'type') continue;
-    const value: unknown = event[key as keyof SidecarEvent];
-    if (value === undefined) continue;
-    line += `,${JSON.stringify(key)}:${jsonValue(value)}`;
-  }
-  return `${line}}`;
+  const {time, level, type} = event;
+  const json = JSON.stringify(event);
+  const typeJson = JSON.stringify(type);
+  const busPrefix = `{"time":${time},"level":"${level}","type":${typeJson}`;
+  const head = `{"time":"${isoTime(time)}","level":"${level}","event":${typeJson}`;
+  if (json.startsWith(busPrefix)) return head + json.slice(busPrefix.length);
+  const {time: _time, level: _level, type: _type, ...fields} = event;
+  return JSON.stringify({time: isoTime(time), level, event: type, ...fields});
 }
 
 /** One line for an event: JSON for the journal and pipes, `key=value` text for a terminal. */
