@@ -378,7 +378,7 @@ async function main(): Promise<void> {
     '',
     `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk} with one thread. Each figure is the median of ${ROUNDS} runs of ${SECONDS} s, the servers taking turns. Command: \`hostname\`, waiting for its output.`,
     '',
-    `Machine limit (bench/spawn-baseline.c: posix_spawn of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
+    `Machine limit (bench/spawn-baseline.c: vfork and exec of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
     '',
     'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn helper: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the helper cost on this machine.',
     '',

@@ -4,7 +4,6 @@
  * Usage: spawn-baseline SECONDS WORKERS CMD   (prints the total spawns per second)
  */
 #define _GNU_SOURCE
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -20,6 +19,20 @@ static double now(void) {
   return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+/* vfork and exec, as dffs-spawn does: the cheapest way to start a process (posix_spawn costs about
+   33 µs more here, setting every signal's disposition in the child). */
+static pid_t start_shell(char **argv, int fds[2]) {
+  pid_t pid = vfork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execve("/bin/sh", argv, environ);
+    _exit(127);
+  }
+  return pid;
+}
+
 static long spawn_for(double seconds, char *command) {
   char *argv[] = {"/bin/sh", "-c", command, NULL};
   char buffer[4096];
@@ -28,13 +41,8 @@ static long spawn_for(double seconds, char *command) {
   while (now() < end) {
     int fds[2];
     if (pipe(fds) != 0) return -1;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    pid_t pid;
-    if (posix_spawn(&pid, "/bin/sh", &actions, NULL, argv, environ) != 0) return -1;
-    posix_spawn_file_actions_destroy(&actions);
+    pid_t pid = start_shell(argv, fds);
+    if (pid < 0) return -1;
     close(fds[1]);
     while (read(fds[0], buffer, sizeof buffer) > 0) {
     }
