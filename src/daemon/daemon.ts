@@ -3,11 +3,11 @@ import {userInfo} from 'node:os';
 import {crypto, fs} from '../node-builtins.js';
 import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
 import type {Snapshot} from '../control.js';
-import {checkAuthHeaders, signatureMatches} from '../signature.js';
+import {checkAuthHeaders, signatureMatches, type AuthHeaderCheck} from '../signature.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
 import {isoTime} from './iso-time.js';
-import {JsonBody} from './json-body.js';
+import {isShortString, JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
@@ -103,24 +103,16 @@ function sendJson(res: ServerResponse, status: number, body: unknown, extraHeade
   res.end(text);
 }
 
-/** A 200 reply with a command's output: written whole when small, else in pieces. */
+/** A 200 reply with a long command output, escaped and written in pieces. */
 function sendJsonBody(res: ServerResponse, body: JsonBody): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
-  // A small reply goes in the same write as its headers, with no promise in between.
-  if (body.small) {
-    res.end(body.text());
-    return;
-  }
   // The headers are out: a reply that cannot be finished can only be cut short.
   body.writeTo(res).then(
     () => res.end(),
     (error: unknown) => res.destroy(error as Error),
   );
 }
-
-/** Output up to this many UTF-16 units in all is answered from one string; more is escaped in pieces. */
-const SMALL_OUTPUT = 16 * 1024;
 
 /** The answer to a request that waited for its command. */
 function replyWithResult(res: ServerResponse, jobId: string, result: CommandResult): void {
@@ -129,8 +121,8 @@ function replyWithResult(res: ServerResponse, jobId: string, result: CommandResu
     return;
   }
   const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
-  // Most output is short: one JSON.stringify, as for any other reply.
-  if (stdout.length + stderr.length <= SMALL_OUTPUT) {
+  // Most output is short: one JSON.stringify, as for any other reply, in the same write as the headers.
+  if (isShortString(stdout) && isShortString(stderr)) {
     sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, jobId}});
     return;
   }
@@ -424,7 +416,7 @@ export class Daemon {
   }
 
   /** The signature, the timestamp and the nonce, then the body: the request to run, or a Refusal. */
-  #verify(settings: Settings, auth: {nonce: string; timestamp: string; signature: Buffer}, body: Buffer): ShellRequest {
+  #verify(settings: Settings, auth: Extract<AuthHeaderCheck, {ok: true}>, body: Buffer): ShellRequest {
     if (!signatureMatches(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
       throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
     }

@@ -6,6 +6,11 @@ import type {Writable} from 'node:stream';
  */
 const PIECE_LENGTH = 16 * 1024;
 
+/** Whether a string is written whole, as one JSON.stringify, rather than escaped piece by piece. */
+export function isShortString(text: string): boolean {
+  return text.length <= PIECE_LENGTH;
+}
+
 /** A part of a JSON document: JSON text as is, or a string to write as a JSON string. */
 export type JsonPart = string | {string: string};
 
@@ -67,7 +72,7 @@ export class JsonBody {
         continue;
       }
       const text = part.string;
-      if (text.length <= PIECE_LENGTH) {
+      if (isShortString(text)) {
         yield JSON.stringify(text);
         continue;
       }
@@ -85,7 +90,7 @@ export class JsonBody {
 
   /** Whether the document is short enough to write as one string. */
   get small(): boolean {
-    return this.parts.every((part) => typeof part === 'string' || part.string.length <= PIECE_LENGTH);
+    return this.parts.every((part) => typeof part === 'string' || isShortString(part.string));
   }
 
   /** Bytes of the UTF-8 text, for Content-Length: of a large document, counted without escaping. */

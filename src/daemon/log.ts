@@ -29,8 +29,7 @@ function jsonLine(event: SidecarEvent): string {
   const json = JSON.stringify(event);
   const typeJson = JSON.stringify(type);
   const busPrefix = `{"time":${time},"level":"${level}","type":${typeJson}`;
-  const head = `{"time":"${isoTime(time)}","level":"${level}","event":${typeJson}`;
-  if (json.startsWith(busPrefix)) return head + json.slice(busPrefix.length);
+  if (json.startsWith(busPrefix)) return `{"time":"${isoTime(time)}","level":"${level}","event":${typeJson}${json.slice(busPrefix.length)}`;
   const {time: _time, level: _level, type: _type, ...fields} = event;
   return JSON.stringify({time: isoTime(time), level, event: type, ...fields});
 }
