@@ -1,8 +1,9 @@
 /*
  * dffs-spawn: the sidecar's process launcher. Node.js starts a child with fork(), which copies
  * the page tables of the whole daemon and blocks its event loop until the child has called
- * exec; this small helper uses vfork instead, so a spawn costs what it costs the machine. The daemon keeps every decision (timeouts, kills, output limits); the
- * helper only starts `/bin/sh -c COMMAND` and relays what happens.
+ * exec; this small helper uses vfork instead, so a spawn costs what it costs the machine. The
+ * daemon keeps every decision (timeouts, kills, output limits); the helper only starts
+ * `/bin/sh -c COMMAND` and relays what happens.
  *
  * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
  *   daemon -> helper  'S' spawn: LIMIT \0 COMMAND \0 WORKDIR \0 (empty: none) then NAME=VALUE \0 ...
@@ -195,9 +196,12 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
    * the child while it shares the helper's memory, and the child resets it.
    */
   char *argv[] = {"/bin/sh", "-c", command, NULL};
-  sigset_t all, previous;
-  sigfillset(&all);
-  if (!use_pidfd) sigprocmask(SIG_BLOCK, &all, &previous);
+  sigset_t previous;
+  if (!use_pidfd) {
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &previous);
+  }
   spawn_errno = 0;
   pid_t pid = vfork();
   if (pid == 0) {
@@ -237,7 +241,6 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
       /* Its exit could not be seen (out of file descriptors): the command goes, as if never started. */
       int saved = errno;
       kill(-pid, SIGKILL);
-      kill(pid, SIGKILL);
       waitpid(pid, NULL, 0);
       close(out[0]);
       close(err[0]);
