@@ -3,7 +3,8 @@ import {spawn} from 'node:child_process';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
 import type {SidecarEvent} from '../src/daemon/events.js';
-import {findSpawnHelper, HelperChild, SPAWN_HELPER_PATH, SpawnHelper} from '../src/daemon/spawn-helper.js';
+import type {ShellEvents} from '../src/daemon/runner.js';
+import {findSpawnHelper, SPAWN_HELPER_PATH, SpawnHelper} from '../src/daemon/spawn-helper.js';
 import {eventually, signedPost, startTestDaemon, TEST_SECRET} from './helpers.js';
 
 /** The helper's pid, from the daemon's spawner event. */
@@ -11,6 +12,11 @@ function helperPid(events: SidecarEvent[]): number {
   const started = events.findLast((event) => event.type === 'spawner' && event.spawner === 'dffs-spawn');
   assert.ok(started?.type === 'spawner' && started.pid, 'a spawner event with the helper pid');
   return started.pid;
+}
+
+/** Events of a command started by a SpawnHelper, ignored but for those given. */
+function shellEvents(wanted: Partial<ShellEvents>): ShellEvents {
+  return {started() {}, stdout() {}, stderr() {}, exited() {}, closed() {}, failed() {}, ...wanted};
 }
 
 /** The helper run by hand: one spawn frame in, each write it makes out, as [time, frame types]. */
@@ -75,21 +81,23 @@ describe('the dffs-spawn helper', async () => {
     assert.ok((writes.at(-1)?.at ?? 0) >= 1000);
   });
 
-  it('is not told to release a command it has finished with', () => {
-    let releases = 0;
-    const finished = new HelperChild(() => releases++);
-    finished.markDone();
-    finished.stdout.destroy();
-    const running = new HelperChild(() => releases++);
-    running.stdout.destroy();
-    running.stderr.destroy();
-    assert.equal(releases, 1);
+  it('is told to release a command only while it has not finished with it', async () => {
+    const helper = new SpawnHelper(SPAWN_HELPER_PATH, () => {});
+    try {
+      await new Promise<void>((resolve) => helper.spawn('true', undefined, {}, 1024, shellEvents({closed: () => resolve()})));
+      assert.equal(helper.release(1), false, 'a closed command is not released');
+      const pid = await new Promise<number>((resolve) => helper.spawn('sleep 30', undefined, {}, 1024, shellEvents({started: resolve})));
+      assert.equal(helper.release(2), true, 'a running command is released');
+      assert.equal(helper.release(2), false, 'once');
+      process.kill(-pid, 'SIGKILL');
+    } finally {
+      helper.close();
+    }
   });
 
   it('reports a command it cannot start, naming the cause', async () => {
     const helper = new SpawnHelper(SPAWN_HELPER_PATH, () => {});
-    const child = helper.spawn('pwd', '/no/such/directory', {}, 1024);
-    const error = await new Promise<Error>((resolve) => child.once('error', resolve));
+    const error = await new Promise<Error>((resolve) => helper.spawn('pwd', '/no/such/directory', {}, 1024, shellEvents({failed: resolve})));
     assert.match(error.message, /spawn \/bin\/sh in \/no\/such\/directory: No such file or directory/);
     helper.close();
   });

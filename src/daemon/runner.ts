@@ -1,9 +1,8 @@
-// Commands start through the dffs-spawn helper (posix_spawn) when it is there, and otherwise through
+// Commands start through the dffs-spawn helper (vfork) when it is there, and otherwise through
 // node:child_process, whose fork() of the whole daemon blocks the event loop for about 1 ms per
 // command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
 // (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with execa 9.
-import {spawn} from 'node:child_process';
-import type {EventEmitter} from 'node:events';
+import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
 import type {SpawnHelper} from './spawn-helper.js';
 
 export interface CommandSpec {
@@ -100,23 +99,155 @@ function killGroupUntilEmpty(pid: number, roundsLeft = KILL_ROUNDS): void {
   if (roundsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, roundsLeft - 1), KILL_ROUND_MS).unref();
 }
 
-/** What the runner uses of a started command, from either spawner. */
-interface ShellChild extends EventEmitter {
-  readonly pid: number | undefined;
-  /** Set by the helper, which relays only the kept part of the output but counts it all. */
-  readonly outputTotals?: {stdout: number; stderr: number};
-  readonly stdout: EventEmitter & {destroy(): void};
-  readonly stderr: EventEmitter & {destroy(): void};
+/**
+ * What a spawner reports of one command, as plain calls (no emitter, no stream objects): started,
+ * then output, exited and closed, in that order; or failed, at any point.
+ */
+export interface ShellEvents {
+  started(pid: number): void;
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+  exited(code: number | null, signal: NodeJS.Signals | null): void;
+  /** The output is at its end. Totals come from the helper, which relays only the kept part but counts it all. */
+  closed(totals?: {stdout: number; stderr: number}): void;
+  failed(error: Error): void;
 }
 
-function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellChild {
-  if (helper?.alive) return helper.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit);
-  return spawn('/bin/sh', ['-c', spec.command], {
+/** Node's own spawning, reported as ShellEvents: for hosts without the helper, or after it died. */
+function spawnWithNode(spec: CommandSpec, events: ShellEvents): ChildProcessWithoutNullStreams {
+  const child = spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
-  }) as ShellChild;
+  }) as unknown as ChildProcessWithoutNullStreams;
+  child.once('spawn', () => {
+    if (child.pid !== undefined) events.started(child.pid);
+  });
+  child.stdout.on('data', (chunk: Buffer) => events.stdout(chunk));
+  child.stderr.on('data', (chunk: Buffer) => events.stderr(chunk));
+  child.on('error', (error) => events.failed(error));
+  child.on('exit', (code, signal) => events.exited(code, signal));
+  child.on('close', () => events.closed());
+  return child;
+}
+
+/** One command, from its start to its result. */
+class CommandRun implements ShellEvents, RunningCommand {
+  pid: number | undefined;
+  readonly #startedAt = performance.now();
+  readonly #stdout: CappedOutput;
+  readonly #stderr: CappedOutput;
+  /** How the command was started: the helper's id for it, or Node's child process. */
+  #helper: SpawnHelper | undefined;
+  #helperId = 0;
+  #nodeChild: ChildProcessWithoutNullStreams | undefined;
+  #exit: {code: number | null; signal: NodeJS.Signals | null} | undefined;
+  #timedOut = false;
+  #settled = false;
+  /** A signal asked for before the pid is known, sent when it is. */
+  #pendingSignal: NodeJS.Signals | undefined;
+  #timeoutTimer: NodeJS.Timeout | undefined;
+  #killTimer: NodeJS.Timeout | undefined;
+  #graceTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly spec: CommandSpec,
+    private readonly hooks: CommandHooks,
+  ) {
+    this.#stdout = new CappedOutput(spec.outputLimit);
+    this.#stderr = new CappedOutput(spec.outputLimit);
+  }
+
+  start(helper: SpawnHelper | undefined): void {
+    const {spec} = this;
+    if (helper?.alive) {
+      this.#helper = helper;
+      this.#helperId = helper.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, this);
+    } else {
+      this.#nodeChild = spawnWithNode(spec, this);
+    }
+    this.#timeoutTimer = setTimeout(() => this.#timeOut(), spec.timeoutMs);
+  }
+
+  /** Signals the command's whole process group. */
+  kill(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) this.#pendingSignal = signal;
+    else if (signal === 'SIGKILL') killGroupUntilEmpty(this.pid);
+    else signalGroup(this.pid, signal);
+  }
+
+  started(pid: number): void {
+    this.pid = pid;
+    this.hooks.onStarted?.(pid);
+    if (this.#pendingSignal) this.kill(this.#pendingSignal);
+  }
+
+  stdout(chunk: Buffer): void {
+    this.#stdout.push(chunk);
+  }
+
+  stderr(chunk: Buffer): void {
+    this.#stderr.push(chunk);
+  }
+
+  exited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.#exit = {code, signal};
+    // The shell is gone; what it left in its group after a timeout goes too.
+    if (this.#timedOut) this.kill('SIGKILL');
+    // The helper's close usually comes with the exit, in the same turn: no timer for that.
+    queueMicrotask(() => {
+      if (!this.#settled) this.#graceTimer = setTimeout(() => this.#finish(), OUTPUT_GRACE_MS);
+    });
+  }
+
+  closed(totals?: {stdout: number; stderr: number}): void {
+    if (totals) {
+      this.#stdout.total = Math.max(this.#stdout.total, totals.stdout);
+      this.#stderr.total = Math.max(this.#stderr.total, totals.stderr);
+    }
+    this.#finish();
+  }
+
+  failed(error: Error): void {
+    this.#finish(`cannot start the command: ${error.message}`);
+  }
+
+  #timeOut(): void {
+    this.#timedOut = true;
+    this.kill('SIGTERM');
+    this.#killTimer = setTimeout(() => this.kill('SIGKILL'), this.spec.killGraceMs);
+  }
+
+  #finish(error?: string): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    clearTimeout(this.#timeoutTimer);
+    clearTimeout(this.#killTimer);
+    clearTimeout(this.#graceTimer);
+    // A background child may hold the pipes: stop reading, the reply does not wait for it.
+    if (this.#nodeChild) {
+      this.#nodeChild.stdout.destroy();
+      this.#nodeChild.stderr.destroy();
+    } else {
+      this.#helper?.release(this.#helperId);
+    }
+    const stdout = this.#stdout;
+    const stderr = this.#stderr;
+    const exit = this.#exit;
+    this.hooks.onFinished({
+      stdout: stdout.text(),
+      stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
+      exitCode: exit?.code ?? null,
+      signal: exit?.signal ?? null,
+      timedOut: this.#timedOut,
+      truncated: stdout.truncated || stderr.truncated,
+      durationMs: Math.round(performance.now() - this.#startedAt),
+      stdoutBytes: stdout.total,
+      stderrBytes: stderr.total,
+      ...(error ? {error} : {}),
+    });
+  }
 }
 
 /**
@@ -124,79 +255,7 @@ function startShell(spec: CommandSpec, helper: SpawnHelper | undefined): ShellCh
  * helper when one is given and alive.
  */
 export function runCommand(spec: CommandSpec, helper: SpawnHelper | undefined, hooks: CommandHooks): RunningCommand {
-  const started = performance.now();
-  // First: everything else here can happen while the command starts.
-  const child = startShell(spec, helper);
-  const stdout = new CappedOutput(spec.outputLimit);
-  const stderr = new CappedOutput(spec.outputLimit);
-  let timedOut = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  // A signal asked for before the helper has reported the pid is sent when it does.
-  let pendingSignal: NodeJS.Signals | undefined;
-  const killGroup = (signal: NodeJS.Signals) => {
-    if (child.pid === undefined) pendingSignal = signal;
-    else if (signal === 'SIGKILL') killGroupUntilEmpty(child.pid);
-    else signalGroup(child.pid, signal);
-  };
-  child.once('spawn', () => {
-    if (child.pid === undefined) return;
-    hooks.onStarted?.(child.pid);
-    if (pendingSignal) killGroup(pendingSignal);
-  });
-
-  let exit: {code: number | null; signal: string | null} | undefined;
-  let settled = false;
-  let graceTimer: NodeJS.Timeout | undefined;
-  const finish = (error?: string) => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(timeoutTimer);
-    clearTimeout(killTimer);
-    clearTimeout(graceTimer);
-    // A background child may hold the pipes: stop reading, the reply does not wait for it.
-    child.stdout.destroy();
-    child.stderr.destroy();
-    if (child.outputTotals) {
-      stdout.total = Math.max(stdout.total, child.outputTotals.stdout);
-      stderr.total = Math.max(stderr.total, child.outputTotals.stderr);
-    }
-    hooks.onFinished({
-      stdout: stdout.text(),
-      stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
-      exitCode: exit?.code ?? null,
-      signal: exit?.signal ?? null,
-      timedOut,
-      truncated: stdout.truncated || stderr.truncated,
-      durationMs: Math.round(performance.now() - started),
-      stdoutBytes: stdout.total,
-      stderrBytes: stderr.total,
-      ...(error ? {error} : {}),
-    });
-  };
-  const timeoutTimer = setTimeout(() => {
-    timedOut = true;
-    killGroup('SIGTERM');
-    killTimer = setTimeout(() => killGroup('SIGKILL'), spec.killGraceMs);
-  }, spec.timeoutMs);
-
-  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-  child.on('error', (error) => finish(`cannot start the command: ${error.message}`));
-  child.on('exit', (code, signal) => {
-    exit = {code, signal};
-    // The shell is gone; what it left in its group after a timeout goes too.
-    if (timedOut) killGroup('SIGKILL');
-    // The helper's close usually comes with the exit, in the same turn: no timer for that.
-    queueMicrotask(() => {
-      if (!settled) graceTimer = setTimeout(() => finish(), OUTPUT_GRACE_MS);
-    });
-  });
-  child.on('close', () => finish());
-
-  return {
-    get pid() {
-      return child.pid;
-    },
-    kill: killGroup,
-  };
+  const run = new CommandRun(spec, hooks);
+  run.start(helper);
+  return run;
 }

@@ -1,9 +1,9 @@
 import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
-import {EventEmitter} from 'node:events';
 import {constants as osConstants} from 'node:os';
 import {join} from 'node:path';
 import {fs} from '../node-builtins.js';
 import {PACKAGE_ROOT} from '../package-root.js';
+import type {ShellEvents} from './runner.js';
 
 const {accessSync, constants} = fs;
 
@@ -20,44 +20,6 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
   }
 }
 
-/** One output stream of a helper-started command, shaped like the part of a Readable the runner uses. */
-class RelayedOutput extends EventEmitter {
-  constructor(private readonly release: () => void) {
-    super();
-  }
-
-  destroy(): void {
-    this.release();
-  }
-}
-
-/** A command started by the helper: the events and streams of a ChildProcess that the runner uses. */
-export class HelperChild extends EventEmitter {
-  pid: number | undefined;
-  /** Bytes the command wrote, relayed or not; set before 'close'. */
-  outputTotals: {stdout: number; stderr: number} | undefined;
-  readonly stdout: RelayedOutput;
-  readonly stderr: RelayedOutput;
-  /** Released by the runner, or closed or failed in the helper: nothing more to tell it. */
-  #done = false;
-
-  constructor(release: () => void) {
-    super();
-    const releaseOnce = () => {
-      if (this.#done) return;
-      this.#done = true;
-      release();
-    };
-    this.stdout = new RelayedOutput(releaseOnce);
-    this.stderr = new RelayedOutput(releaseOnce);
-  }
-
-  /** The helper is done with this command: a release would be a wasted wake-up of the helper. */
-  markDone(): void {
-    this.#done = true;
-  }
-}
-
 function waitStatus(status: number): {code: number | null; signal: NodeJS.Signals | null} {
   const signal = status & 0x7f;
   if (signal === 0) return {code: (status >> 8) & 0xff, signal: null};
@@ -67,12 +29,13 @@ function waitStatus(status: number): {code: number | null; signal: NodeJS.Signal
 
 /**
  * The daemon's side of dffs-spawn (native/dffs-spawn.c): one long-lived helper that starts
- * commands with posix_spawn, so starting one does not fork the daemon. It runs with an empty
+ * commands with vfork, so starting one does not fork the daemon. It runs with an empty
  * environment: each command gets exactly the variables the daemon passes.
  */
 export class SpawnHelper {
   readonly #process: ChildProcessWithoutNullStreams;
-  readonly #children = new Map<number, HelperChild>();
+  /** The commands whose frames are still wanted, by id. */
+  readonly #commands = new Map<number, ShellEvents>();
   #nextId = 1;
   #pending: Buffer = Buffer.alloc(0);
   #exited = false;
@@ -96,16 +59,28 @@ export class SpawnHelper {
     return !this.#exited;
   }
 
-  /** Starts `/bin/sh -c command`; of each output stream, only the first outputLimit bytes are relayed. */
-  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number): HelperChild {
+  /**
+   * Starts `/bin/sh -c command` and reports it to `events`; of each output stream, only the first
+   * outputLimit bytes are relayed. Returns the command's id, for release().
+   */
+  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, events: ShellEvents): number {
     const id = this.#nextId++;
     let payload = `${outputLimit}\0${command}\0${workdir ?? ''}\0`;
     for (const name in env) payload += `${name}=${env[name]}\0`;
-    // The frame goes first: the helper's answers come in a later turn, when the child is known.
+    // The frame goes first: the helper's answers come in a later turn.
     this.#send('S', id, payload);
-    const child = new HelperChild(() => this.#send('R', id, ''));
-    this.#children.set(id, child);
-    return child;
+    this.#commands.set(id, events);
+    return id;
+  }
+
+  /**
+   * Nothing more is wanted of a command: the helper stops reading its output. True when the helper
+   * was told; a command it has finished with costs no wake-up of the helper.
+   */
+  release(id: number): boolean {
+    if (!this.#commands.delete(id)) return false;
+    this.#send('R', id, '');
+    return true;
   }
 
   /** Ends the helper; the commands it started go on, as with a daemon that stops. */
@@ -137,34 +112,30 @@ export class SpawnHelper {
   }
 
   #dispatch(type: string, id: number, payload: Buffer): void {
-    const child = this.#children.get(id);
-    if (!child) return;
+    const events = this.#commands.get(id);
+    if (!events) return;
     switch (type) {
       case 'P':
-        child.pid = payload.readInt32LE(0);
-        child.emit('spawn');
+        events.started(payload.readInt32LE(0));
         break;
       case 'O':
-        child.stdout.emit('data', payload);
+        events.stdout(payload);
         break;
       case 'E':
-        child.stderr.emit('data', payload);
+        events.stderr(payload);
         break;
       case 'X': {
         const {code, signal} = waitStatus(payload.readInt32LE(0));
-        child.emit('exit', code, signal);
+        events.exited(code, signal);
         break;
       }
       case 'F':
-        this.#children.delete(id);
-        child.markDone();
-        child.emit('error', new Error(payload.toString('utf8')));
+        this.#commands.delete(id);
+        events.failed(new Error(payload.toString('utf8')));
         break;
       case 'C':
-        this.#children.delete(id);
-        child.markDone();
-        child.outputTotals = {stdout: Number(payload.readBigUInt64LE(0)), stderr: Number(payload.readBigUInt64LE(8))};
-        child.emit('close');
+        this.#commands.delete(id);
+        events.closed({stdout: Number(payload.readBigUInt64LE(0)), stderr: Number(payload.readBigUInt64LE(8))});
         break;
     }
   }
@@ -172,8 +143,9 @@ export class SpawnHelper {
   #fail(reason: string): void {
     if (this.#exited) return;
     this.#exited = true;
-    for (const child of this.#children.values()) child.emit('error', new Error(`the spawn helper stopped: ${reason}`));
-    this.#children.clear();
+    const stopped = [...this.#commands.values()];
+    this.#commands.clear();
+    for (const events of stopped) events.failed(new Error(`the spawn helper stopped: ${reason}`));
     this.onExit(reason);
   }
 }
