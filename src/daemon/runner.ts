@@ -2,7 +2,8 @@
 // node:child_process, whose fork() of the whole daemon blocks the event loop for about 1 ms per
 // command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
 // (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with execa 9.
-import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
+import {spawn, type ChildProcessByStdio} from 'node:child_process';
+import type {Readable} from 'node:stream';
 import type {SpawnHelper} from './spawn-helper.js';
 
 export interface CommandSpec {
@@ -113,14 +114,16 @@ export interface ShellEvents {
   failed(error: Error): void;
 }
 
+type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
+
 /** Node's own spawning, reported as ShellEvents: for hosts without the helper, or after it died. */
-function spawnWithNode(spec: CommandSpec, events: ShellEvents): ChildProcessWithoutNullStreams {
+function spawnWithNode(spec: CommandSpec, events: ShellEvents): NodeChild {
   const child = spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
-  }) as unknown as ChildProcessWithoutNullStreams;
+  });
   child.once('spawn', () => {
     if (child.pid !== undefined) events.started(child.pid);
   });
@@ -141,7 +144,7 @@ class CommandRun implements ShellEvents, RunningCommand {
   /** How the command was started: the helper's id for it, or Node's child process. */
   #helper: SpawnHelper | undefined;
   #helperId = 0;
-  #nodeChild: ChildProcessWithoutNullStreams | undefined;
+  #nodeChild: NodeChild | undefined;
   #exit: {code: number | null; signal: NodeJS.Signals | null} | undefined;
   #timedOut = false;
   #settled = false;
