@@ -5,10 +5,17 @@ import {countEvent, emptyCounters, EventBus, type SidecarEvent} from '../src/dae
 import {EventLog, formatEvent, LOG_BATCH_MS} from '../src/daemon/log.js';
 
 describe('event bus and log lines', () => {
-  it('keeps a bounded history, oldest first', () => {
-    const bus = new EventBus(3);
-    for (let i = 0; i < 5; i++) bus.emit({type: 'bind-closed', address: `a${i}`});
-    assert.deepEqual(bus.history().map((e) => (e.type === 'bind-closed' ? e.address : '')), ['a2', 'a3', 'a4']);
+  it('keeps a bounded history, oldest first, where requests do not push out the daemon\'s own events', () => {
+    const bus = new EventBus(3, 2);
+    const refusal = (remote: string) => ({type: 'request-refused', remote, status: 401, reason: 'bad-signature', message: 'bad signature'}) as const;
+    bus.emit({type: 'config-reloaded', changed: ['SECRET_KEY']});
+    for (let i = 0; i < 5; i++) bus.emit(refusal(`r${i}`));
+    bus.emit({type: 'bind-closed', address: 'a'});
+    bus.emit(refusal('r5'));
+    const names = () => bus.history().map((event) => (event.type === 'request-refused' ? event.remote : event.type));
+    assert.deepEqual(names(), ['config-reloaded', 'r3', 'r4', 'bind-closed', 'r5']);
+    bus.emit({type: 'bind-closed', address: 'b'});
+    assert.deepEqual(names(), ['r3', 'r4', 'bind-closed', 'r5', 'bind-closed']);
   });
 
   it('counts outcomes', () => {

@@ -79,23 +79,67 @@ export function levelOf(event: SidecarEventBody): EventLevel {
 
 export type EventListener = (event: SidecarEvent) => void;
 
-/** An in-process event bus with a bounded history of recent events. */
+/** Events that come with requests: however many of them come, they do not push the daemon's own out of the history. */
+const REQUEST_EVENT_TYPES: ReadonlySet<SidecarEventBody['type']> = new Set([
+  'request-refused',
+  'request-accepted',
+  'command-queued',
+  'command-started',
+  'command-finished',
+  'callback-delivered',
+  'callback-failed',
+]);
+
+/** The last `size` events put in, each with its number in the order of emission. */
+class EventRing {
+  readonly #events: SidecarEvent[] = [];
+  readonly #numbers: number[] = [];
+  #start = 0;
+
+  constructor(readonly size: number) {}
+
+  put(event: SidecarEvent, number: number): void {
+    if (this.#events.length < this.size) {
+      this.#events.push(event);
+      this.#numbers.push(number);
+    } else {
+      this.#events[this.#start] = event;
+      this.#numbers[this.#start] = number;
+      this.#start = (this.#start + 1) % this.size;
+    }
+  }
+
+  /** Oldest first. */
+  entries(): {event: SidecarEvent; number: number}[] {
+    const count = this.#events.length;
+    return Array.from({length: count}, (_, offset) => {
+      const index = (this.#start + offset) % count;
+      return {event: this.#events[index], number: this.#numbers[index]};
+    });
+  }
+}
+
+/**
+ * An in-process event bus with a bounded history of recent events: the last `historySize` of
+ * requests and commands, and apart from them the last `daemonHistorySize` of the daemon's own
+ * (start, binds, reloads, spawner, stop), which `secret rotate` and the dashboard look for there
+ * whatever the traffic.
+ */
 export class EventBus {
   readonly #listeners = new Set<EventListener>();
-  readonly #history: SidecarEvent[] = [];
-  #historyStart = 0;
+  readonly #requestHistory: EventRing;
+  readonly #daemonHistory: EventRing;
+  #emitted = 0;
 
-  constructor(readonly historySize = 1000) {}
+  constructor(historySize = 1000, daemonHistorySize = 200) {
+    this.#requestHistory = new EventRing(historySize);
+    this.#daemonHistory = new EventRing(daemonHistorySize);
+  }
 
   emit(body: SidecarEventBody): SidecarEvent {
     // time, level and type first: the log writes the JSON of an event with those three rewritten.
     const event = {time: Date.now(), level: levelOf(body), ...body} as SidecarEvent;
-    if (this.#history.length < this.historySize) {
-      this.#history.push(event);
-    } else {
-      this.#history[this.#historyStart] = event;
-      this.#historyStart = (this.#historyStart + 1) % this.historySize;
-    }
+    (REQUEST_EVENT_TYPES.has(event.type) ? this.#requestHistory : this.#daemonHistory).put(event, this.#emitted++);
     for (const listener of this.#listeners) listener(event);
     return event;
   }
@@ -107,7 +151,7 @@ export class EventBus {
 
   /** Recent events, oldest first. */
   history(): SidecarEvent[] {
-    return [...this.#history.slice(this.#historyStart), ...this.#history.slice(0, this.#historyStart)];
+    return [...this.#requestHistory.entries(), ...this.#daemonHistory.entries()].sort((a, b) => a.number - b.number).map((entry) => entry.event);
   }
 }
 
