@@ -4,7 +4,7 @@
  * per request with unique nonces, as Func signs them, and pre-built so wrk spends no CPU on them.
  * Prints a Markdown report and writes it to bench/results/<date>.md.
  *
- * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 3) runs of each; BENCH_VARIANTS (default all), a comma list
+ * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 5) runs of each; BENCH_VARIANTS (default all), a comma list
  * of node20, node24, bundle, floor (bench/node-floor.mjs on the newest Node: what Node.js and the helper cost without the daemon).
  */
 import {execa} from 'execa';
@@ -21,7 +21,7 @@ import {signRequest} from '../src/signature.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECRET = randomBytes(24).toString('base64url');
 const WORK = mkdtempSync(join(tmpdir(), 'dffs-bench-'));
 const CONCURRENCY = [1, 8, 32];
@@ -293,6 +293,8 @@ const memory = (mebibytes: number) => `${fmt(mebibytes, 1)} MiB (${fmt((mebibyte
 interface Row {
   name: string;
   load: Record<number, LoadResult>;
+  /** Per concurrency, each round's figure over webhook's in the same round (empty for webhook). */
+  ratios: Record<number, {rps: number[]; p50: number[]}>;
   idleMiB: number;
   /** Not for the floor, which keeps all output. */
   peakMiB?: number;
@@ -333,7 +335,7 @@ async function main(): Promise<void> {
     servers.push({...(await startFloor(node, 18_201 + variantList.length)), floor: true});
   }
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, loadPeakMiB: 0}));
+  const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, ratios: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, loadPeakMiB: 0}));
 
   for (const connections of CONCURRENCY) {
     const runs = servers.map((): LoadResult[] => []);
@@ -347,7 +349,14 @@ async function main(): Promise<void> {
     }
     for (const [index, server] of servers.entries()) {
       const result = (rows[index].load[connections] = medianRun(runs[index]));
-      log(`${server.name} c=${connections}: ${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 2)} ms, errors ${result.errors}`);
+      // Ratios from the rounds, each against webhook's run next to it: the machine's speed drifts
+      // by more than the difference between the servers over a benchmark.
+      rows[index].ratios[connections] = {
+        rps: index === 0 ? [] : runs[index].map((run, round) => run.rps / runs[0][round].rps),
+        p50: index === 0 ? [] : runs[index].map((run, round) => run.p50 / runs[0][round].p50),
+      };
+      const rounds = rows[index].ratios[connections].p50.map((ratio) => fmt(ratio, 3)).join(' ');
+      log(`${server.name} c=${connections}: ${fmt(result.rps)} req/s, p50 ${fmt(result.p50, 2)} ms, errors ${result.errors}${rounds ? `; p50/webhook by round: ${rounds}` : ''}`);
     }
   }
   for (const [index, server] of servers.entries()) {
@@ -376,19 +385,20 @@ async function main(): Promise<void> {
   const lines = [
     `# Benchmark, ${date}`,
     '',
-    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk} with one thread. Each figure is the median of ${ROUNDS} runs of ${SECONDS} s, the servers taking turns. Command: \`hostname\`, waiting for its output.`,
+    `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk} with one thread. Each server ran ${ROUNDS} times for ${SECONDS} s at each concurrency, the servers taking turns; req/s, p50 and p99 are those of its run with the median rate, and each ratio is the median of its ${ROUNDS} runs' ratios to webhook's run in the same round. Command: \`hostname\`, waiting for its output.`,
     '',
     `Machine limit (bench/spawn-baseline.c: vfork and exec of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
     '',
     'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn helper: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the helper cost on this machine.',
     '',
-    '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook |',
-    '|---|---|---|---|---|---|---|---|',
+    '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook | p50 ours/webhook, lowest and highest round |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const row of rows) {
     for (const c of CONCURRENCY) {
       const r = row.load[c];
-      const ratios = row === webhook ? ' | ' : `${fmt(r.rps / webhook.load[c].rps, 2)} | ${fmt(r.p50 / webhook.load[c].p50, 2)}`;
+      const {rps, p50} = row.ratios[c];
+      const ratios = row === webhook ? ' |  | ' : `${fmt(median(rps), 2)} | ${fmt(median(p50), 2)} | ${fmt(Math.min(...p50), 2)} to ${fmt(Math.max(...p50), 2)}`;
       lines.push(`| ${row.name} | ${c} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors} | ${ratios} |`);
     }
   }
