@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "spawn-child.h"
+
 #define MAX_FRAME (64u << 20)
 #define READ_CHUNK 65536
 
@@ -153,27 +155,15 @@ static void close_output(struct job *job) {
 }
 
 static void spawn_job(uint32_t id, char *payload, size_t size) {
-  char *end = payload + size;
-  char *limit_text = payload;
-  char *command = limit_text + strnlen(limit_text, size) + 1;
-  char *workdir = command + strnlen(command, end > command ? (size_t)(end - command) : 0) + 1;
-  if (size == 0 || end[-1] != '\0' || workdir >= end) {
-    send_frame('F', id, "malformed spawn frame", 21);
+  struct spawn_request request;
+  const char *malformed = parse_spawn_request(payload, size, &request);
+  if (malformed) {
+    send_frame('F', id, malformed, strlen(malformed));
     return;
   }
-  char *cursor = workdir + strnlen(workdir, end - workdir) + 1;
-  size_t env_count = 0;
-  for (char *p = cursor; p < end; p += strlen(p) + 1) env_count++;
-  char **envp = calloc(env_count + 1, sizeof(char *));
-  if (!envp) die("calloc");
-  for (size_t i = 0; i < env_count; i++) {
-    envp[i] = cursor;
-    cursor += strlen(cursor) + 1;
-  }
-
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) {
-    free(envp);
+    free(request.envp);
     send_frame('F', id, strerror(errno), strlen(strerror(errno)));
     return;
   }
@@ -181,56 +171,43 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     int saved = errno;
     close(out[0]);
     close(out[1]);
-    free(envp);
+    free(request.envp);
     send_frame('F', id, strerror(saved), strlen(strerror(saved)));
     return;
   }
 
   /*
-   * Its own session and process group (the daemon signals the group), default signals, none
-   * blocked. vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of
-   * every signal in the child before exec, 64 system calls on the path of every command. The
-   * helper set all signals to their default and unblocked them when it started, so the child
-   * inherits what commands should get. Only without pidfds has the helper a handler (SIGCHLD):
-   * then signals are blocked around vfork, as posix_spawn does, so that the handler cannot run in
-   * the child while it shares the helper's memory, and the child resets it.
+   * vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of every
+   * signal in the child before exec, 64 system calls on the path of every command. The helper set
+   * all signals to their default and unblocked them when it started, so the child inherits what
+   * commands should get. Only without pidfds has the helper a handler (SIGCHLD): then signals are
+   * blocked around vfork, as posix_spawn does, so that the handler cannot run in the child while
+   * it shares the helper's memory, and the child resets it.
    */
-  char *argv[] = {"/bin/sh", "-c", command, NULL};
-  sigset_t previous;
+  sigset_t previous, reset;
+  sigemptyset(&reset);
   if (!use_pidfd) {
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &previous);
+    sigaddset(&reset, SIGCHLD);
   }
   spawn_errno = 0;
+  struct spawn_child child = {&request, dev_null, out[1], err[1], &reset, &spawn_errno};
   pid_t pid = vfork();
-  if (pid == 0) {
-    if (setsid() < 0 || dup2(dev_null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0 || (*workdir && chdir(workdir) < 0)) {
-      spawn_errno = errno;
-      _exit(127);
-    }
-    if (!use_pidfd) {
-      struct sigaction default_action = {0};
-      default_action.sa_handler = SIG_DFL;
-      sigaction(SIGCHLD, &default_action, NULL);
-      sigprocmask(SIG_SETMASK, &previous, NULL);
-    }
-    execve("/bin/sh", argv, envp);
-    spawn_errno = errno;
-    _exit(127);
-  }
+  if (pid == 0) run_spawn_child(&child);
   int rc = pid < 0 ? errno : spawn_errno;
   /* A child that failed before exec has exited: reap it here, it never was a command. */
   if (pid > 0 && rc != 0) waitpid(pid, NULL, 0);
   if (!use_pidfd) sigprocmask(SIG_SETMASK, &previous, NULL);
-  free(envp);
+  free(request.envp);
   close(out[1]);
   close(err[1]);
   if (rc != 0) {
     close(out[0]);
     close(err[0]);
     char message[512];
-    snprintf(message, sizeof message, "spawn /bin/sh%s%s: %s", *workdir ? " in " : "", workdir, strerror(rc));
+    snprintf(message, sizeof message, "spawn /bin/sh%s%s: %s", *request.workdir ? " in " : "", request.workdir, strerror(rc));
     send_frame('F', id, message, strlen(message));
     return;
   }
@@ -257,7 +234,7 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, strtoull(limit_text, NULL, 10), 0, 0};
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, request.limit, 0, 0};
   send_int('P', id, pid);
 }
 

@@ -14,6 +14,7 @@ import {
   startTestDaemon,
   tempDir,
   TEST_SECRET,
+  type TestSpawner,
 } from './helpers.js';
 
 /** Sends raw bytes with the given headers (what fetch would not let us send). */
@@ -157,12 +158,17 @@ function helperWithoutPidfds(): string {
   return wrapper;
 }
 
-// Every way of starting commands: the dffs-spawn helper (the default), the same without pidfds,
-// and Node's own fork().
-for (const spawner of ['dffs-spawn', 'dffs-spawn without pidfds', 'node'] as const) {
+// Every way of starting commands: dffs-spawn.node (the default), the dffs-spawn helper, the same
+// without pidfds, and Node's own fork().
+const spawners = {
+  'dffs-spawn.node': {},
+  'dffs-spawn': {spawnAddon: null},
+  'dffs-spawn without pidfds': {spawnAddon: null, spawnHelper: helperWithoutPidfds()},
+  node: {spawnAddon: null, spawnHelper: null},
+} satisfies Record<string, TestSpawner>;
+for (const [spawner, options] of Object.entries(spawners)) {
   describe(`running commands, started by ${spawner}`, async () => {
-    const helper = {'dffs-spawn': undefined, 'dffs-spawn without pidfds': helperWithoutPidfds(), node: null}[spawner];
-    const {url, daemon, events} = await startTestDaemon({}, 50, helper);
+    const {url, daemon, events} = await startTestDaemon({}, 50, options);
 
     it('returns stdout, stderr and the exit code; a failing command is still 200', async () => {
       const res = await signedPost(url, {command: 'echo out; echo err >&2; exit 3'});

@@ -32,10 +32,16 @@ export interface TestDaemon {
 }
 
 /** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */
-export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50, spawnHelper?: string | null): Promise<TestDaemon> {
+/** How a test daemon starts commands: by default as the daemon does, through dffs-spawn.node. */
+export interface TestSpawner {
+  spawnAddon?: string | null;
+  spawnHelper?: string | null;
+}
+
+export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50, spawner: TestSpawner = {}): Promise<TestDaemon> {
   const configPath = writeTestConfig(tempDir(), {BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET, DRAIN_TIMEOUT: 5, ...config});
   const events: SidecarEvent[] = [];
-  const daemon = await Daemon.start({configPath, callbackBackoffMs, spawnHelper}, (created) => created.bus.subscribe((event) => events.push(event)));
+  const daemon = await Daemon.start({configPath, callbackBackoffMs, ...spawner}, (created) => created.bus.subscribe((event) => events.push(event)));
   after(() => daemon.stopNow());
   const port = daemon.listenerStatus()[0].port;
   return {daemon, url: `http://127.0.0.1:${port}`, configPath, events};

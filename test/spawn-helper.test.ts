@@ -44,7 +44,7 @@ describe('the dffs-spawn helper', async () => {
     assert.equal(findSpawnHelper(), SPAWN_HELPER_PATH, `${SPAWN_HELPER_PATH} is missing: run npm run build (it needs a C compiler)`);
   });
 
-  const {url, events} = await startTestDaemon();
+  const {url, events} = await startTestDaemon({}, 50, {spawnAddon: null});
 
   it('starts commands, and the daemon says so', async () => {
     const started = events.find((event) => event.type === 'spawner');
@@ -103,7 +103,7 @@ describe('the dffs-spawn helper', async () => {
   });
 
   it('is replaced by Node\'s own spawning if it dies soon after start, and commands go on', async () => {
-    const {url: otherUrl, events: otherEvents} = await startTestDaemon();
+    const {url: otherUrl, events: otherEvents} = await startTestDaemon({}, 50, {spawnAddon: null});
     const pid = helperPid(otherEvents);
     const running = signedPost(otherUrl, {command: 'sleep 30'});
     await eventually(() => otherEvents.some((event) => event.type === 'command-started') || undefined, 5000, 'the command to start');

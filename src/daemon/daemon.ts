@@ -11,8 +11,9 @@ import {isShortString, JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
-import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {runCommand, type CommandResult, type RunningCommand, type Spawner} from './runner.js';
 import {RunningFile} from './running-file.js';
+import {SPAWN_ADDON_PATH, SpawnAddon} from './spawn-addon.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
@@ -24,7 +25,9 @@ export interface DaemonOptions {
   /** First callback retry delay in ms (tests shorten it). */
   callbackBackoffMs?: number;
   historySize?: number;
-  /** The dffs-spawn helper to start commands with: default, the one beside the program; null, none (fork from Node). */
+  /** dffs-spawn.node, to start commands with: default, the one beside the program; null, none (the helper instead). */
+  spawnAddon?: string | null;
+  /** The dffs-spawn helper, without the addon: default, the one beside the program; null, none (fork from Node). */
   spawnHelper?: string | null;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
@@ -190,6 +193,7 @@ export class Daemon {
   readonly #callbackAbort = new AbortController();
   readonly #idleWaiters = new Set<() => void>();
   readonly #baseEnv: Record<string, string>;
+  #spawner: Spawner | undefined;
   #helper: SpawnHelper | undefined;
   readonly #runningFile: RunningFile | undefined;
   #stopping: Promise<void> | undefined;
@@ -313,23 +317,39 @@ export class Daemon {
   }
 
   #startSpawner(): void {
+    const addonPath = this.options.spawnAddon === null ? undefined : (this.options.spawnAddon ?? SPAWN_ADDON_PATH);
+    let reason: string | undefined;
+    if (addonPath !== undefined && fs.existsSync(addonPath)) {
+      try {
+        this.#spawner = new SpawnAddon(addonPath);
+        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn.node', path: addonPath});
+        return;
+      } catch (error) {
+        reason = `cannot use ${addonPath}: ${(error as Error).message}`;
+      }
+    }
+    this.#startHelper(reason);
+  }
+
+  #startHelper(reason?: string): void {
     const path = this.options.spawnHelper === null ? undefined : (this.options.spawnHelper ?? findSpawnHelper());
     if (path === undefined) {
-      this.bus.emit({type: 'spawner', spawner: 'node'});
+      this.bus.emit({type: 'spawner', spawner: 'node', ...(reason ? {reason} : {})});
       return;
     }
     const startedAt = Date.now();
-    this.#helper = new SpawnHelper(path, (reason) => {
-      this.#helper = undefined;
+    const helper = new SpawnHelper(path, (exitReason) => {
+      this.#spawner = this.#helper = undefined;
       if (this.#stopping) return;
       if (Date.now() - startedAt >= HELPER_RESTART_AFTER_MS) {
-        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, reason: `restarted: ${reason}`});
-        this.#startSpawner();
+        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, reason: `restarted: ${exitReason}`});
+        this.#startHelper();
       } else {
-        this.bus.emit({type: 'spawner', spawner: 'node', reason});
+        this.bus.emit({type: 'spawner', spawner: 'node', reason: exitReason});
       }
     });
-    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: this.#helper.pid});
+    this.#spawner = this.#helper = helper;
+    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(reason ? {reason} : {})});
   }
 
   #refuse(req: IncomingMessage, res: ServerResponse, refusal: Refusal, headers: Record<string, string> = {}): void {
@@ -495,7 +515,7 @@ export class Daemon {
         killGraceMs: settings.KILL_GRACE * 1000,
         outputLimit: settings.OUTPUT_LIMIT,
       },
-      this.#helper,
+      this.#spawner,
       {
         onStarted: (pid) => {
           this.bus.emit({type: 'command-started', jobId: job.id, pid});

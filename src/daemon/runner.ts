@@ -1,10 +1,9 @@
-// Commands start through the dffs-spawn helper (vfork) when it is there, and otherwise through
-// node:child_process, whose fork() of the whole daemon blocks the event loop for about 1 ms per
-// command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
+// Commands start through dffs-spawn.node or the dffs-spawn helper (both vfork) when one is there,
+// and otherwise through node:child_process, whose fork() of the whole daemon blocks the event loop
+// for about 1 ms per command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
 // (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with execa 9.
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import type {Readable} from 'node:stream';
-import type {SpawnHelper} from './spawn-helper.js';
 
 export interface CommandSpec {
   command: string;
@@ -109,14 +108,26 @@ export interface ShellEvents {
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
   exited(code: number | null, signal: NodeJS.Signals | null): void;
-  /** The output is at its end. Totals come from the helper, which relays only the kept part but counts it all. */
+  /** The output is at its end. Totals come from a native spawner, which passes on only the kept part but counts it all. */
   closed(totals?: {stdout: number; stderr: number}): void;
   failed(error: Error): void;
 }
 
+/** dffs-spawn.node (SpawnAddon) or the dffs-spawn helper (SpawnHelper). */
+export interface Spawner {
+  readonly alive: boolean;
+  /**
+   * Starts `/bin/sh -c command` and reports it to `events`, from a later turn; of each output
+   * stream, only the first outputLimit bytes are passed on. Returns the command's id, for release().
+   */
+  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, events: ShellEvents): number;
+  /** Nothing more is wanted of a command: reading its output stops. */
+  release(id: number): boolean;
+}
+
 type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
 
-/** Node's own spawning, reported as ShellEvents: for hosts without the helper, or after it died. */
+/** Node's own spawning, reported as ShellEvents: for hosts without a native spawner, or after the helper died. */
 function spawnWithNode(spec: CommandSpec, events: ShellEvents): NodeChild {
   const child = spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
@@ -141,9 +152,9 @@ class CommandRun implements ShellEvents, RunningCommand {
   readonly #startedAt = performance.now();
   readonly #stdout: CappedOutput;
   readonly #stderr: CappedOutput;
-  /** How the command was started: the helper's id for it, or Node's child process. */
-  #helper: SpawnHelper | undefined;
-  #helperId = 0;
+  /** How the command was started: a native spawner's id for it, or Node's child process. */
+  #spawner: Spawner | undefined;
+  #spawnerId = 0;
   #nodeChild: NodeChild | undefined;
   #exit: {code: number | null; signal: NodeJS.Signals | null} | undefined;
   #timedOut = false;
@@ -162,11 +173,11 @@ class CommandRun implements ShellEvents, RunningCommand {
     this.#stderr = new CappedOutput(spec.outputLimit);
   }
 
-  start(helper: SpawnHelper | undefined): void {
+  start(spawner: Spawner | undefined): void {
     const {spec} = this;
-    if (helper?.alive) {
-      this.#helper = helper;
-      this.#helperId = helper.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, this);
+    if (spawner?.alive) {
+      this.#spawner = spawner;
+      this.#spawnerId = spawner.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, this);
     } else {
       this.#nodeChild = spawnWithNode(spec, this);
     }
@@ -198,7 +209,7 @@ class CommandRun implements ShellEvents, RunningCommand {
     this.#exit = {code, signal};
     // The shell is gone; what it left in its group after a timeout goes too.
     if (this.#timedOut) this.kill('SIGKILL');
-    // The helper's close usually comes with the exit, in the same turn: no timer for that.
+    // A native spawner's close usually comes with the exit, in the same turn: no timer for that.
     queueMicrotask(() => {
       if (!this.#settled) this.#graceTimer = setTimeout(() => this.#finish(), OUTPUT_GRACE_MS);
     });
@@ -233,7 +244,7 @@ class CommandRun implements ShellEvents, RunningCommand {
       this.#nodeChild.stdout.destroy();
       this.#nodeChild.stderr.destroy();
     } else {
-      this.#helper?.release(this.#helperId);
+      this.#spawner?.release(this.#spawnerId);
     }
     const stdout = this.#stdout;
     const stderr = this.#stderr;
@@ -254,11 +265,11 @@ class CommandRun implements ShellEvents, RunningCommand {
 }
 
 /**
- * Runs a command with `/bin/sh -c` in its own process group (its own session), through the spawn
- * helper when one is given and alive.
+ * Runs a command with `/bin/sh -c` in its own process group (its own session), through the native
+ * spawner when one is given and alive.
  */
-export function runCommand(spec: CommandSpec, helper: SpawnHelper | undefined, hooks: CommandHooks): RunningCommand {
+export function runCommand(spec: CommandSpec, spawner: Spawner | undefined, hooks: CommandHooks): RunningCommand {
   const run = new CommandRun(spec, hooks);
-  run.start(helper);
+  run.start(spawner);
   return run;
 }

@@ -1,9 +1,9 @@
 import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
-import {constants as osConstants} from 'node:os';
 import {join} from 'node:path';
 import {fs} from '../node-builtins.js';
 import {PACKAGE_ROOT} from '../package-root.js';
-import type {ShellEvents} from './runner.js';
+import type {ShellEvents, Spawner} from './runner.js';
+import {decodeWaitStatus, encodeSpawnRequest} from './spawn-request.js';
 
 const {accessSync, constants} = fs;
 
@@ -20,19 +20,12 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
   }
 }
 
-function waitStatus(status: number): {code: number | null; signal: NodeJS.Signals | null} {
-  const signal = status & 0x7f;
-  if (signal === 0) return {code: (status >> 8) & 0xff, signal: null};
-  const name = Object.entries(osConstants.signals).find(([, number]) => number === signal)?.[0] as NodeJS.Signals | undefined;
-  return {code: null, signal: name ?? null};
-}
-
 /**
  * The daemon's side of dffs-spawn (native/dffs-spawn.c): one long-lived helper that starts
  * commands with vfork, so starting one does not fork the daemon. It runs with an empty
  * environment: each command gets exactly the variables the daemon passes.
  */
-export class SpawnHelper {
+export class SpawnHelper implements Spawner {
   readonly #process: ChildProcessWithoutNullStreams;
   /** The commands whose frames are still wanted, by id. */
   readonly #commands = new Map<number, ShellEvents>();
@@ -59,16 +52,10 @@ export class SpawnHelper {
     return !this.#exited;
   }
 
-  /**
-   * Starts `/bin/sh -c command` and reports it to `events`; of each output stream, only the first
-   * outputLimit bytes are relayed. Returns the command's id, for release().
-   */
   spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, events: ShellEvents): number {
     const id = this.#nextId++;
-    let payload = `${outputLimit}\0${command}\0${workdir ?? ''}\0`;
-    for (const name in env) payload += `${name}=${env[name]}\0`;
     // The frame goes first: the helper's answers come in a later turn.
-    this.#send('S', id, payload);
+    this.#send('S', id, encodeSpawnRequest(command, workdir, env, outputLimit));
     this.#commands.set(id, events);
     return id;
   }
@@ -125,7 +112,7 @@ export class SpawnHelper {
         events.stderr(payload);
         break;
       case 'X': {
-        const {code, signal} = waitStatus(payload.readInt32LE(0));
+        const {code, signal} = decodeWaitStatus(payload.readInt32LE(0));
         events.exited(code, signal);
         break;
       }
