@@ -5,7 +5,7 @@
  * Prints a Markdown report and writes it to bench/results/<date>.md.
  *
  * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 5) runs of each; BENCH_VARIANTS (default all), a comma list
- * of node20, node24, bundle, floor (bench/node-floor.mjs on the newest Node: what Node.js and the helper cost without the daemon).
+ * of node20, node24, bundle, floor (bench/node-floor.mjs on the newest Node: what Node.js and dffs-spawn.node cost without the daemon).
  */
 import {execa} from 'execa';
 import {spawn, type ChildProcess} from 'node:child_process';
@@ -152,7 +152,7 @@ async function startOurs(variant: Variant, port: number): Promise<Server & {chil
 /** bench/node-floor.mjs: signature check, dffs-spawn, reply; nothing else. */
 async function startFloor(node: string, port: number): Promise<Server & {child: ChildProcess}> {
   const version = (await execa(node, ['--version'])).stdout.trim().slice(1);
-  const child = startProcess(node, [...NODE_FLAGS, join(ROOT, 'bench/node-floor.mjs'), String(port), join(ROOT, 'dist/dffs-spawn')], {BENCH_SECRET: SECRET});
+  const child = startProcess(node, [...NODE_FLAGS, join(ROOT, 'bench/node-floor.mjs'), String(port), join(ROOT, 'dist/dffs-spawn.node')], {BENCH_SECRET: SECRET});
   const server = signedServer(`floor: bench/node-floor.mjs, Node ${version}`, port, child);
   await waitAnswering(`${server.url}/`);
   return server;
@@ -389,7 +389,7 @@ async function main(): Promise<void> {
     '',
     `Machine limit (bench/spawn-baseline.c: vfork and exec of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
     '',
-    'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn helper: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the helper cost on this machine.',
+    'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn.node as the daemon: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the spawner cost on this machine.',
     '',
     '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook | p50 ours/webhook, lowest and highest round |',
     '|---|---|---|---|---|---|---|---|---|',

@@ -28,6 +28,12 @@
 #define KERNEL_SIGSET_SIZE ((NSIG - 1) / 8)
 /* Reads per wake-up of one stream: a command that prints without end does not hold the loop. */
 #define READS_PER_TURN 16
+/*
+ * The pipes are watched only once a command has run this long, or has exited and left them open.
+ * Until then its output waits in them (64 KiB each), and is read at the exit: a short command
+ * costs the daemon one wake-up and one watched descriptor, not three.
+ */
+#define OUTPUT_WATCH_DELAY_MS 5
 
 struct stream {
   int fd; /* -1 once at end */
@@ -44,6 +50,7 @@ struct job {
   pid_t pid;
   int pidfd; /* -1 once reaped */
   uv_poll_t *exit_poll;
+  uv_timer_t *output_timer; /* until the pipes are watched */
   struct stream out, err;
   uint64_t limit;
   int exited, status;
@@ -86,6 +93,13 @@ static void close_poll(uv_poll_t **poll) {
   uv_poll_stop(*poll);
   uv_close((uv_handle_t *)*poll, on_handle_closed);
   *poll = NULL;
+}
+
+static void close_timer(uv_timer_t **timer) {
+  if (!*timer) return;
+  uv_timer_stop(*timer);
+  uv_close((uv_handle_t *)*timer, on_handle_closed);
+  *timer = NULL;
 }
 
 static void close_stream(struct stream *stream) {
@@ -182,12 +196,39 @@ static void emit(struct job *job, int from_loop, int released) {
   napi_close_handle_scope(env, scope);
 }
 
+static int start_poll(struct job *job, uv_poll_t **poll, int fd, uv_poll_cb callback) {
+  *poll = malloc(uv_handle_size(UV_POLL));
+  if (!*poll) return -1;
+  if (uv_poll_init(job->addon->loop, *poll, fd) != 0) {
+    free(*poll);
+    *poll = NULL;
+    return -1;
+  }
+  (*poll)->data = job;
+  job->open_handles++;
+  uv_poll_start(*poll, UV_READABLE, callback);
+  return 0;
+}
+
 static void on_output(uv_poll_t *poll, int status, int events) {
   (void)status;
   (void)events;
   struct job *job = poll->data;
   read_stream(job, poll == job->out.poll ? &job->out : &job->err);
   if (!job->closed) emit(job, 1, 0);
+}
+
+/* Watches the pipes still open; one that cannot be watched is closed, as at its end. */
+static void watch_output(struct job *job) {
+  close_timer(&job->output_timer);
+  struct stream *streams[] = {&job->out, &job->err};
+  for (int i = 0; i < 2; i++) {
+    if (streams[i]->fd >= 0 && !streams[i]->poll && start_poll(job, &streams[i]->poll, streams[i]->fd, on_output) != 0) close_stream(streams[i]);
+  }
+}
+
+static void on_output_timer(uv_timer_t *timer) {
+  watch_output(timer->data);
 }
 
 static void on_exit_readable(uv_poll_t *poll, int poll_status, int events) {
@@ -205,21 +246,9 @@ static void on_exit_readable(uv_poll_t *poll, int poll_status, int events) {
   /* The output written before the exit, and its end when no background child holds the pipes: one call. */
   read_stream(job, &job->out);
   read_stream(job, &job->err);
+  /* A background child holds a pipe: its end is awaited (release() cuts it short). */
+  watch_output(job);
   emit(job, 1, 0);
-}
-
-static int start_poll(struct job *job, uv_poll_t **poll, int fd, uv_poll_cb callback) {
-  *poll = malloc(uv_handle_size(UV_POLL));
-  if (!*poll) return -1;
-  if (uv_poll_init(job->addon->loop, *poll, fd) != 0) {
-    free(*poll);
-    *poll = NULL;
-    return -1;
-  }
-  (*poll)->data = job;
-  job->open_handles++;
-  uv_poll_start(*poll, UV_READABLE, callback);
-  return 0;
 }
 
 static napi_value spawn_command(napi_env env, napi_callback_info info) {
@@ -291,15 +320,22 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   *job = (struct job){.addon = addon, .id = id, .pid = pid, .pidfd = pidfd, .limit = request.limit};
   job->out.fd = out[0];
   job->err.fd = err[0];
-  /* A poll that cannot start leaves its stream unread: it is closed, as at its end. */
-  if (start_poll(job, &job->out.poll, job->out.fd, on_output) != 0) close_stream(&job->out);
-  if (start_poll(job, &job->err.poll, job->err.fd, on_output) != 0) close_stream(&job->err);
+  job->output_timer = malloc(uv_handle_size(UV_TIMER));
+  if (job->output_timer) {
+    uv_timer_init(addon->loop, job->output_timer);
+    job->output_timer->data = job;
+    job->open_handles++;
+    uv_timer_start(job->output_timer, on_output_timer, OUTPUT_WATCH_DELAY_MS, 0);
+  } else {
+    watch_output(job);
+  }
   if (start_poll(job, &job->exit_poll, pidfd, on_exit_readable) != 0) {
     /* Without a way to see the exit, wait for it now rather than leave a zombie nobody reaps. */
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
     close(pidfd);
     job->pidfd = -1;
+    close_timer(&job->output_timer);
     close_stream(&job->out);
     close_stream(&job->err);
     if (job->open_handles == 0) free(job);
@@ -323,6 +359,10 @@ static napi_value release_command(napi_env env, napi_callback_info info) {
   struct job *job = find_job(addon, id);
   napi_get_boolean(env, job != NULL, &result);
   if (!job) return result;
+  close_timer(&job->output_timer);
+  /* What the pipes hold now is the command's output so far. */
+  read_stream(job, &job->out);
+  read_stream(job, &job->err);
   close_stream(&job->out);
   close_stream(&job->err);
   /* The exit is still watched, if it has not come yet: the command is reaped, not reported. */
