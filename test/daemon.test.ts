@@ -158,10 +158,12 @@ function helperWithoutPidfds(): string {
   return wrapper;
 }
 
-// Every way of starting commands: dffs-spawn.node (the default), the dffs-spawn helper, the same
-// without pidfds, and Node's own fork().
+// Every way of starting commands: dffs-spawn.node with the helper for commands that come while
+// others run (the default), the addon alone, the dffs-spawn helper alone, the same without
+// pidfds, and Node's own fork().
 const spawners = {
-  'dffs-spawn.node': {},
+  'dffs-spawn.node and dffs-spawn': {},
+  'dffs-spawn.node alone': {spawnHelper: null},
   'dffs-spawn': {spawnAddon: null},
   'dffs-spawn without pidfds': {spawnAddon: null, spawnHelper: helperWithoutPidfds()},
   node: {spawnAddon: null, spawnHelper: null},

@@ -40,11 +40,26 @@ describe('dffs-spawn.node, the in-process spawner', async () => {
 
   const {url, events} = await startTestDaemon();
 
-  it('starts the daemon\'s commands as its own children, and the daemon says so', async () => {
-    const spawner = events.find((event) => event.type === 'spawner');
-    assert.deepEqual(spawner?.type === 'spawner' && [spawner.spawner, spawner.path, spawner.reason], ['dffs-spawn.node', SPAWN_ADDON_PATH, undefined]);
+  it('starts a command alone as the daemon\'s own child, and the daemon says so', async () => {
+    const spawners = events.filter((event) => event.type === 'spawner').map((event) => event.type === 'spawner' && [event.spawner, event.path, event.reason]);
+    assert.deepEqual(spawners, [
+      ['dffs-spawn.node', SPAWN_ADDON_PATH, undefined],
+      ['dffs-spawn', SPAWN_HELPER_PATH, undefined],
+    ]);
     const res = await signedPost(url, {command: 'echo $PPID'});
     assert.equal(Number(res.json.data.stdout.trim()), process.pid);
+  });
+
+  it('hands a command that comes while another runs to the helper, which starts it alongside the event loop', async () => {
+    const helper = events.find((event) => event.type === 'spawner' && event.spawner === 'dffs-spawn');
+    const started = () => events.filter((event) => event.type === 'command-started').length;
+    const before = started();
+    const first = signedPost(url, {command: 'sleep 0.5; echo $PPID'});
+    await eventually(() => started() > before || undefined, 5000, 'the first command to start');
+    const second = await signedPost(url, {command: 'echo $PPID'});
+    assert.equal(Number(second.json.data.stdout.trim()), helper?.type === 'spawner' ? helper.pid : undefined);
+    assert.equal(Number((await first).json.data.stdout.trim()), process.pid);
+    assert.equal(Number((await signedPost(url, {command: 'echo $PPID'})).json.data.stdout.trim()), process.pid, 'alone again');
   });
 
   it('reports start, output, exit and close in that order, each stream whole, and leaves the signal mask as it was', async () => {
