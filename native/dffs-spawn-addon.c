@@ -147,7 +147,7 @@ static int keep(struct job *job, struct stream *stream, const char *data, size_t
 
 /* Reads what a stream has now (up to READS_PER_TURN reads); at its end, closes it. */
 static void read_stream(struct job *job, struct stream *stream) {
-  static char buffer[READ_CHUNK];
+  char buffer[READ_CHUNK];
   for (int reads = 0; stream->fd >= 0 && reads < READS_PER_TURN; reads++) {
     ssize_t got = read(stream->fd, buffer, sizeof buffer);
     if (got > 0) {
@@ -191,8 +191,14 @@ static void emit(struct job *job, int from_loop, int released) {
   }
   napi_get_reference_value(env, closing ? addon->on_closed : addon->on_exited, &callback);
   napi_get_global(env, &receiver);
-  if (from_loop) napi_make_callback(env, addon->context, receiver, callback, argc, argv, &result);
-  else napi_call_function(env, receiver, callback, argc, argv, &result);
+  if (!from_loop) {
+    /* An exception goes on to the JavaScript that called. */
+    napi_call_function(env, receiver, callback, argc, argv, &result);
+  } else if (napi_make_callback(env, addon->context, receiver, callback, argc, argv, &result) == napi_pending_exception) {
+    /* As from any event handler: to process.on('uncaughtException'), or the end of the process. */
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
+  }
   napi_close_handle_scope(env, scope);
 }
 

@@ -126,6 +126,17 @@ describe('dffs-spawn.node, the in-process spawner', async () => {
     assert.deepEqual(fds.command, ['0', '1', '2']);
   });
 
+  it('passes an exception thrown by a handler on to uncaughtException, as any event handler does', async () => {
+    const script = `
+      const addon = {exports: {}};
+      process.dlopen(addon, ${JSON.stringify(SPAWN_ADDON_PATH)});
+      process.on('uncaughtException', (error) => console.log('uncaught: ' + error.message));
+      addon.exports.init(() => {}, () => { throw new Error('thrown by onClosed'); });
+      addon.exports.spawn(1, Buffer.from('1024\\0true\\0\\0'));`;
+    const {stdout} = await promisify(execFile)(process.execPath, ['-e', script]);
+    assert.equal(stdout, 'uncaught: thrown by onClosed\n');
+  });
+
   it('runs many commands at once, each with its own output', async () => {
     const replies = await Promise.all(Array.from({length: 50}, (_, i) => signedPost(url, {command: `sleep 0.$((${i} % 3)); echo job ${i}`})));
     assert.deepEqual(replies.map((res) => res.json.data.stdout), Array.from({length: 50}, (_, i) => `job ${i}\n`));
