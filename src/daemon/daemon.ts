@@ -27,7 +27,7 @@ export interface DaemonOptions {
   historySize?: number;
   /** dffs-spawn.node, to start commands with: default, the one beside the program; null, none (the helper instead). */
   spawnAddon?: string | null;
-  /** The dffs-spawn helper, without the addon: default, the one beside the program; null, none (fork from Node). */
+  /** The dffs-spawn helper, for commands that come while others run (all, without the addon): default, the one beside the program; null, none. */
   spawnHelper?: string | null;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
