@@ -142,6 +142,18 @@ describe('dffs-spawn.node, the in-process spawner', async () => {
     assert.deepEqual(replies.map((res) => res.json.data.stdout), Array.from({length: 50}, (_, i) => `job ${i}\n`));
   });
 
+  it('starts every command itself once the helper dies, and says why', async () => {
+    const {url: otherUrl, events: otherEvents} = await startTestDaemon();
+    const helper = otherEvents.find((event) => event.type === 'spawner' && event.spawner === 'dffs-spawn');
+    assert.ok(helper?.type === 'spawner' && helper.pid);
+    process.kill(helper.pid, 'SIGKILL');
+    await eventually(() => otherEvents.find((event) => event.type === 'spawner' && event.reason !== undefined), 5000, 'a spawner event with the reason');
+    const fallback = otherEvents.findLast((event) => event.type === 'spawner');
+    assert.ok(fallback?.type === 'spawner' && fallback.spawner === 'dffs-spawn.node' && fallback.reason?.includes('SIGKILL'), JSON.stringify(fallback));
+    const replies = await Promise.all([1, 2, 3].map(() => signedPost(otherUrl, {command: 'sleep 0.2; echo $PPID'})));
+    assert.deepEqual(replies.map((res) => Number(res.json.data.stdout.trim())), [process.pid, process.pid, process.pid]);
+  });
+
   it('gives way to the dffs-spawn helper when it cannot be loaded, and says why', async () => {
     const broken = join(tempDir(), 'dffs-spawn.node');
     writeFileSync(broken, 'not a shared object');
