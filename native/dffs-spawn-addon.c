@@ -6,7 +6,7 @@
  *
  * From JavaScript (src/daemon/spawn-addon.ts):
  *   init(onExited, onClosed)               once; throws without pidfds (Linux < 5.3)
- *   spawn(id, request: Buffer) -> pid      request as in spawn-child.h; throws if it cannot start
+ *   spawn(id, request: Buffer) -> pid      request as in spawn-shell.h; throws if it cannot start
  *   release(id)                            stop reading the command's output: onClosed now
  *   onExited(id, waitStatus)               the shell exited, its output is still open
  *   onClosed(id, waitStatus | -1, stdout, stderr, stdoutTotal, stderrTotal)
@@ -22,10 +22,9 @@
 #include <sys/wait.h>
 #include <uv.h>
 
-#include "spawn-child.h"
+#include "spawn-shell.h"
 
 #define READ_CHUNK 65536
-#define KERNEL_SIGSET_SIZE ((NSIG - 1) / 8)
 /* Reads per wake-up of one stream: a command that prints without end does not hold the loop. */
 #define READS_PER_TURN 16
 /*
@@ -70,8 +69,6 @@ struct addon {
 static int dev_null = -1;
 /* What the daemon ignores (Node ignores SIGPIPE): commands get every signal at its default. */
 static sigset_t ignored_signals;
-/* Set by a vfork child that could not exec, before it exits: it shares the daemon's memory until then. */
-static volatile int spawn_errno;
 
 static napi_value throw_error(napi_env env, const char *message) {
   napi_throw_error(env, NULL, message);
@@ -268,64 +265,18 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
       napi_get_buffer_info(env, argv[1], (void **)&payload, &size) != napi_ok) {
     return throw_error(env, "spawn(id, request: Buffer)");
   }
-  struct spawn_request request;
-  const char *malformed = parse_spawn_request(payload, size, &request);
-  if (malformed) return throw_error(env, malformed);
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0) {
-    free(request.envp);
-    return throw_error(env, strerror(errno));
-  }
-  if (pipe2(err, O_CLOEXEC) != 0) {
-    int saved = errno;
-    close(out[0]);
-    close(out[1]);
-    free(request.envp);
-    return throw_error(env, strerror(saved));
-  }
-  /*
-   * No handler of the daemon's may run in the child while it shares the daemon's memory. Blocked
-   * through the system call: glibc's sigprocmask leaves out the signals glibc uses itself.
-   */
-  sigset_t all, previous;
-  memset(&all, 0xff, sizeof all);
-  syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &previous, KERNEL_SIGSET_SIZE);
-  spawn_errno = 0;
-  struct spawn_child child = {&request, dev_null, out[1], err[1], &ignored_signals, &spawn_errno};
-  pid_t pid = vfork();
-  if (pid == 0) run_spawn_child(&child);
-  int rc = pid < 0 ? errno : spawn_errno;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &previous, NULL, KERNEL_SIGSET_SIZE);
-  /* A child that failed before exec has exited: reap it here, it never was a command. */
-  if (pid > 0 && rc != 0) waitpid(pid, NULL, 0);
-  close(out[1]);
-  close(err[1]);
-  char message[512];
-  if (rc != 0) {
-    close(out[0]);
-    close(err[0]);
-    snprintf(message, sizeof message, "spawn /bin/sh%s%s: %s", *request.workdir ? " in " : "", request.workdir, strerror(rc));
-    free(request.envp);
-    return throw_error(env, message);
-  }
-  free(request.envp);
   struct job *job = calloc(1, sizeof *job);
-  int pidfd = job ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
-  if (pidfd < 0) {
-    /* Its exit could not be seen (out of file descriptors): the command goes, as if never started. */
-    snprintf(message, sizeof message, "cannot watch the command: %s", job ? strerror(errno) : "out of memory");
-    kill(-pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(out[0]);
-    close(err[0]);
+  if (!job) return throw_error(env, "cannot start the command: out of memory");
+  /* Signals blocked around vfork: no handler of the daemon's may run in the child while it shares the daemon's memory. */
+  struct started_shell shell;
+  char message[512];
+  if (start_shell(payload, size, dev_null, &ignored_signals, 1, 1, &shell, message, sizeof message) != 0) {
     free(job);
     return throw_error(env, message);
   }
-  fcntl(out[0], F_SETFL, O_NONBLOCK);
-  fcntl(err[0], F_SETFL, O_NONBLOCK);
-  *job = (struct job){.addon = addon, .id = id, .pid = pid, .pidfd = pidfd, .limit = request.limit};
-  job->out.fd = out[0];
-  job->err.fd = err[0];
+  *job = (struct job){.addon = addon, .id = id, .pid = shell.pid, .pidfd = shell.pidfd, .limit = shell.limit};
+  job->out.fd = shell.out;
+  job->err.fd = shell.err;
   job->output_timer = malloc(uv_handle_size(UV_TIMER));
   if (job->output_timer) {
     uv_timer_init(addon->loop, job->output_timer);
@@ -335,11 +286,11 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   } else {
     watch_output(job);
   }
-  if (start_poll(job, &job->exit_poll, pidfd, on_exit_readable) != 0) {
+  if (start_poll(job, &job->exit_poll, shell.pidfd, on_exit_readable) != 0) {
     /* Without a way to see the exit, wait for it now rather than leave a zombie nobody reaps. */
-    kill(-pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(pidfd);
+    kill(-shell.pid, SIGKILL);
+    waitpid(shell.pid, NULL, 0);
+    close(shell.pidfd);
     job->pidfd = -1;
     close_timer(&job->output_timer);
     close_stream(&job->out);
@@ -350,7 +301,7 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   job->next = addon->jobs;
   addon->jobs = job;
   napi_value result;
-  napi_create_int32(env, pid, &result);
+  napi_create_int32(env, shell.pid, &result);
   return result;
 }
 

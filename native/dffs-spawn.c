@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spawn-child.h"
+#include "spawn-shell.h"
 
 #define MAX_FRAME (64u << 20)
 #define READ_CHUNK 65536
@@ -56,8 +56,6 @@ static size_t job_count, job_capacity;
 static int use_pidfd;
 static int sigchld_pipe[2] = {-1, -1};
 static int dev_null; /* every command's stdin, opened once */
-/* Set by a vfork child that could not exec, before it exits: it shares the helper's memory until then. */
-static volatile int spawn_errno;
 
 static void die(const char *what) {
   fprintf(stderr, "dffs-spawn: %s: %s\n", what, strerror(errno));
@@ -155,27 +153,6 @@ static void close_output(struct job *job) {
 }
 
 static void spawn_job(uint32_t id, char *payload, size_t size) {
-  struct spawn_request request;
-  const char *malformed = parse_spawn_request(payload, size, &request);
-  if (malformed) {
-    send_frame('F', id, malformed, strlen(malformed));
-    return;
-  }
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0) {
-    free(request.envp);
-    send_frame('F', id, strerror(errno), strlen(strerror(errno)));
-    return;
-  }
-  if (pipe2(err, O_CLOEXEC) != 0) {
-    int saved = errno;
-    close(out[0]);
-    close(out[1]);
-    free(request.envp);
-    send_frame('F', id, strerror(saved), strlen(strerror(saved)));
-    return;
-  }
-
   /*
    * vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of every
    * signal in the child before exec, 64 system calls on the path of every command. The helper set
@@ -184,58 +161,22 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
    * blocked around vfork, as posix_spawn does, so that the handler cannot run in the child while
    * it shares the helper's memory, and the child resets it.
    */
-  sigset_t previous, reset;
+  sigset_t reset;
   sigemptyset(&reset);
-  if (!use_pidfd) {
-    sigset_t all;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &previous);
-    sigaddset(&reset, SIGCHLD);
-  }
-  spawn_errno = 0;
-  struct spawn_child child = {&request, dev_null, out[1], err[1], &reset, &spawn_errno};
-  pid_t pid = vfork();
-  if (pid == 0) run_spawn_child(&child);
-  int rc = pid < 0 ? errno : spawn_errno;
-  /* A child that failed before exec has exited: reap it here, it never was a command. */
-  if (pid > 0 && rc != 0) waitpid(pid, NULL, 0);
-  if (!use_pidfd) sigprocmask(SIG_SETMASK, &previous, NULL);
-  free(request.envp);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    close(out[0]);
-    close(err[0]);
-    char message[512];
-    snprintf(message, sizeof message, "spawn /bin/sh%s%s: %s", *request.workdir ? " in " : "", request.workdir, strerror(rc));
+  if (!use_pidfd) sigaddset(&reset, SIGCHLD);
+  struct started_shell shell;
+  char message[512];
+  if (start_shell(payload, size, dev_null, &reset, !use_pidfd, use_pidfd, &shell, message, sizeof message) != 0) {
     send_frame('F', id, message, strlen(message));
     return;
   }
-  int pidfd = -1;
-  if (use_pidfd) {
-    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0) {
-      /* Its exit could not be seen (out of file descriptors): the command goes, as if never started. */
-      int saved = errno;
-      kill(-pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-      close(out[0]);
-      close(err[0]);
-      char message[256];
-      snprintf(message, sizeof message, "cannot watch the command: %s", strerror(saved));
-      send_frame('F', id, message, strlen(message));
-      return;
-    }
-  }
-  fcntl(out[0], F_SETFL, O_NONBLOCK);
-  fcntl(err[0], F_SETFL, O_NONBLOCK);
   if (job_count == job_capacity) {
     job_capacity = job_capacity ? job_capacity * 2 : 64;
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, request.limit, 0, 0};
-  send_int('P', id, pid);
+  jobs[job_count++] = (struct job){id, shell.pid, shell.out, shell.err, shell.pidfd, 0, shell.limit, 0, 0};
+  send_int('P', id, shell.pid);
 }
 
 static void release_job(uint32_t id) {

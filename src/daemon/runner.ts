@@ -1,7 +1,8 @@
 // Commands start through dffs-spawn.node or the dffs-spawn helper (both vfork) when one is there,
 // and otherwise through node:child_process, whose fork() of the whole daemon blocks the event loop
-// for about 1 ms per command (bench/results). Both are cheaper than execa: measured on this project's 2-core machines
-// (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s with execa 9.
+// for about 1 ms per command (bench/results). Even that is cheaper than execa: measured on this
+// project's 2-core machines (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn
+// and 355/s with execa 9.
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import type {Readable} from 'node:stream';
 

@@ -30,7 +30,7 @@ export class SpawnAddon implements Spawner {
   readonly #commands = new Map<number, ShellEvents>();
   #nextId = 1;
 
-  constructor(readonly path = SPAWN_ADDON_PATH) {
+  constructor(path = SPAWN_ADDON_PATH) {
     const addon = {exports: {}};
     process.dlopen(addon, path);
     this.#binding = addon.exports as SpawnAddonBinding;

@@ -1,7 +1,7 @@
 import {constants as osConstants} from 'node:os';
 
 /**
- * A command as dffs-spawn and dffs-spawn.node take it (native/spawn-child.h): LIMIT, COMMAND,
+ * A command as dffs-spawn and dffs-spawn.node take it (native/spawn-shell.h): LIMIT, COMMAND,
  * WORKDIR (empty: none), then NAME=VALUE for each variable, each ended by a NUL. The request
  * parser has refused NULs inside the strings.
  */
