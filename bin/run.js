@@ -4,5 +4,8 @@
 if (process.argv[2] !== 'serve' || !(await (await import('../dist/serve-cli.js')).leanServe(process.argv.slice(3)))) {
   // oclif is CommonJS: its exports are on `default`, in Node and in the esbuild bundle alike.
   const oclif = await import('@oclif/core');
-  await oclif.default.execute({dir: import.meta.url});
+  const args = process.argv.slice(2);
+  // The command given to exec keeps its own flags (exec ls --help): they go after a `--`.
+  if (args[0] === 'exec') args.splice(1, Infinity, ...(await import('../dist/commands/exec.js')).default.argvForParse(args.slice(1)));
+  await oclif.default.execute({args, dir: import.meta.url});
 }

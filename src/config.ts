@@ -22,6 +22,8 @@ export interface StoredConfig {
   KILL_GRACE?: number;
   OUTPUT_LIMIT?: number;
   BODY_LIMIT?: number;
+  BODY_BUDGET?: number;
+  MAX_CONNECTIONS?: number;
   MAX_RUNNING?: number;
   MAX_QUEUED?: number;
   DRAIN_TIMEOUT?: number;
@@ -39,6 +41,10 @@ export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number;
   KILL_GRACE: {default: 5, min: 0, max: 600, unit: 'seconds'},
   OUTPUT_LIMIT: {default: 10 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},
   BODY_LIMIT: {default: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024, unit: 'bytes'},
+  /** Request bodies held before their signature is checked, all connections together; at least BODY_LIMIT. */
+  BODY_BUDGET: {default: 64 * 1024 * 1024, min: 1024 * 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},
+  /** Open connections per BIND address; more are answered 503. */
+  MAX_CONNECTIONS: {default: 4096, min: 1, max: 65_536, unit: 'connections'},
   MAX_RUNNING: {default: 64, min: 1, max: 4096, unit: 'commands'},
   MAX_QUEUED: {default: 1024, min: 0, max: 100_000, unit: 'commands'},
   DRAIN_TIMEOUT: {default: 30, min: 0, max: 86_400, unit: 'seconds'},
@@ -140,6 +146,9 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
       fail(key, `is not a known setting (known: ${[...TEXT_KEYS, ...Object.keys(NUMERIC_SETTINGS)].join(', ')})`);
     }
   }
+  const bodyLimit = (config.BODY_LIMIT as number | undefined) ?? NUMERIC_SETTINGS.BODY_LIMIT.default;
+  const bodyBudget = (config.BODY_BUDGET as number | undefined) ?? NUMERIC_SETTINGS.BODY_BUDGET.default;
+  if (bodyBudget < bodyLimit) fail('BODY_BUDGET', `(${bodyBudget}) must be at least BODY_LIMIT (${bodyLimit}): one request's body must fit`);
   if ((config.OLD_SECRET_KEY === undefined) !== (config.OLD_SECRET_EXPIRES_AT === undefined)) {
     fail('OLD_SECRET_KEY', 'and OLD_SECRET_EXPIRES_AT must be set together');
   }

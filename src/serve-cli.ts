@@ -1,6 +1,7 @@
-import {util} from './node-builtins.js';
+import {dirname} from 'node:path';
+import {fs, util} from './node-builtins.js';
 import {ConfigError, defaultConfigPath} from './config.js';
-import {defaultControlSocketPath} from './control.js';
+import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from './control.js';
 import {ensurePersonalConfig, serve} from './serve.js';
 
 const {parseArgs} = util;
@@ -30,9 +31,14 @@ export async function runServe(flags: ServeFlags, bin: string): Promise<void> {
   if (await ensurePersonalConfig(configPath, overrides)) {
     process.stderr.write(`Created ${configPath} with a new random secret key.\nRead the key with: ${bin} secret show --config ${configPath}\n`);
   }
-  const controlSocket = flags.controlSocket ?? defaultControlSocketPath();
+  const controlSocket = flags.controlSocket ?? serveControlSocket(configPath);
+  // A personal daemon's socket and state live in directories only this user can use.
+  if (controlSocket === controlSocketFor(configPath) && !process.env.RUNTIME_DIRECTORY) ensurePrivateDirectory(dirname(controlSocket));
+  const stateDirectory = stateDirectoryFor(configPath);
+  if (process.env.STATE_DIRECTORY) fs.mkdirSync(stateDirectory, {recursive: true, mode: 0o700});
+  else ensurePrivateDirectory(stateDirectory);
   const dashboard = flags.dashboard && process.stdout.isTTY === true;
-  await serve({configPath, controlSocket, overrides, dashboard, json: !process.stdout.isTTY, write: (text) => process.stdout.write(text)});
+  await serve({configPath, controlSocket, stateDirectory, overrides, dashboard, json: !process.stdout.isTTY, write: (text) => process.stdout.write(text)});
 }
 
 /**

@@ -27,6 +27,8 @@ export async function ensurePersonalConfig(path: string, overrides: ConfigOverri
 export interface ServeOptions {
   configPath: string;
   controlSocket: string;
+  /** The replay journal and the running commands, kept across restarts. */
+  stateDirectory: string;
   overrides: ConfigOverrides;
   /** Writes log lines (each with its newline). */
   write(text: string): void;
@@ -43,7 +45,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const log = new EventLog(options.json, options.write);
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides, stateDirectory: process.env.STATE_DIRECTORY}, (created) => {
+    daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides, stateDirectory: options.stateDirectory}, (created) => {
       if (!options.dashboard) created.bus.subscribe(log.add);
     });
   } finally {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import {statSync} from 'node:fs';
+import {chmodSync, mkdirSync, statSync} from 'node:fs';
 import {createConnection} from 'node:net';
 import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
-import {defaultControlSocketPath, followControlSocket, readSnapshot, type ControlMessage} from '../src/control.js';
+import {controlSocketFor, ensurePrivateDirectory, followControlSocket, readSnapshot, serveControlSocket, stateDirectoryFor, type ControlMessage} from '../src/control.js';
 import {SLOW_CLIENT_BYTES, startControlServer} from '../src/daemon/control-server.js';
 import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
@@ -13,10 +13,27 @@ describe('control socket', async () => {
   const server = await startControlServer(daemon, path);
   after(() => server.close());
 
-  it('is found under systemd, for root and per user', () => {
-    assert.equal(defaultControlSocketPath(999, {RUNTIME_DIRECTORY: '/run/dataflux-func-sidecar'}), '/run/dataflux-func-sidecar/control.sock');
-    assert.equal(defaultControlSocketPath(0, {}), '/run/dataflux-func-sidecar/control.sock');
-    assert.equal(defaultControlSocketPath(1000, {XDG_RUNTIME_DIR: '/run/user/1000'}), '/run/user/1000/dataflux-func-sidecar-1000/control.sock');
+  it('follows from the config: the service\'s for the system config, one per personal config otherwise', () => {
+    assert.equal(serveControlSocket('/etc/dataflux-func-sidecar', {RUNTIME_DIRECTORY: '/run/dataflux-func-sidecar'}), '/run/dataflux-func-sidecar/control.sock');
+    assert.equal(controlSocketFor('/etc/dataflux-func-sidecar', 0, {}), '/run/dataflux-func-sidecar/control.sock');
+    const personal = controlSocketFor('/root/a.json', 0, {});
+    assert.match(personal, /\/dataflux-func-sidecar-0\/control-[0-9a-f]{12}\.sock$/);
+    assert.notEqual(personal, controlSocketFor('/root/b.json', 0, {}), 'two configs, two sockets');
+    assert.equal(controlSocketFor('/root/./a.json', 0, {}), personal, 'the same file, however it is written');
+    assert.match(controlSocketFor('/home/u/a.json', 1000, {XDG_RUNTIME_DIR: '/run/user/1000'}), /^\/run\/user\/1000\/dataflux-func-sidecar\/control-[0-9a-f]{12}\.sock$/);
+    assert.equal(stateDirectoryFor('/etc/dataflux-func-sidecar', {STATE_DIRECTORY: '/var/lib/dataflux-func-sidecar'}), '/var/lib/dataflux-func-sidecar');
+    assert.match(stateDirectoryFor('/home/u/a.json', {HOME: '/home/u'}), /^\/home\/u\/\.local\/state\/dataflux-func-sidecar\/[0-9a-f]{12}$/);
+  });
+
+  it('refuses a personal directory that another user could have made or can use, and a socket in it', async () => {
+    const open = join(tempDir(), 'open');
+    mkdirSync(open, {mode: 0o700});
+    chmodSync(open, 0o777);
+    assert.throws(() => ensurePrivateDirectory(open), /is open to other users \(mode 777\): chmod 700/);
+    await assert.rejects(followControlSocket(join(open, 'control.sock'), () => {}), /will not trust .*may be written by other users/);
+    const fresh = join(tempDir(), 'a', 'b');
+    ensurePrivateDirectory(fresh);
+    assert.equal(statSync(fresh).mode & 0o777, 0o700);
   });
 
   it('can be opened only by its owner and group', () => {

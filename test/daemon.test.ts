@@ -127,7 +127,7 @@ describe('authentication', async () => {
     const big = JSON.stringify({command: `echo ${'x'.repeat(5000)}`});
     const declared = await rawPost(url, signRequest(TEST_SECRET, 'POST', '/shell', big), big);
     assert.equal(declared.status, 413);
-    assert.match(JSON.parse(declared.body).message, /larger than 4096 bytes/);
+    assert.match(JSON.parse(declared.body).message, /larger than BODY_LIMIT \(4096 bytes\)/);
     const chunked = await rawPost(url, {...signRequest(TEST_SECRET, 'POST', '/shell', big), 'Transfer-Encoding': 'chunked'}, '', [
       Buffer.from(big.slice(0, 3000)),
       Buffer.from(big.slice(3000)),

@@ -1,23 +1,36 @@
 import {Args, Command, Flags} from '@oclif/core';
 import {parseBindList} from '../bind.js';
 import {ConfigError, defaultConfigPath, readConfig} from '../config.js';
+import {commandAfterDashes} from '../client/exec-argv.js';
 import {ExecError, exitCodeOf, sendShell} from '../exec-client.js';
 import {baseUrl} from '../probe.js';
 
 export default class Exec extends Command {
   static override summary = 'Run a command through the sidecar, signed exactly as DataFlux Func signs it.';
-  static override description = 'Sends POST /shell to the local sidecar (the first BIND address and the key from the config, unless --url and --secret-key are given), prints the command\'s stdout and stderr to the matching streams, and exits with its exit code (124 for a timeout, 128+N for a signal). A test of the whole path Func uses.';
+  static override description = `Sends POST /shell to the local sidecar (the first BIND address and the key from the config, unless --url and --secret-key are given), prints the command's stdout and stderr to the matching streams, and exits with its exit code (124 for a timeout, 128+N for a signal). A test of the whole path Func uses.
+
+As with ssh, flags come first; the first argument that is not a flag, or everything after --, starts the command, and its words are joined with spaces and run by /bin/sh on the host. Quote the whole command to keep your shell away from pipes and variables.`;
   static override examples = [
-    {description: 'Run hostname on the host', command: 'sudo <%= config.bin %> <%= command.id %> hostname'},
-    {description: 'With a working directory and variables', command: 'sudo <%= config.bin %> <%= command.id %> "ls -l" --workdir /tmp --env MY_NAME=Tom'},
-    {description: 'Start without waiting; the output goes to a callback', command: 'sudo <%= config.bin %> <%= command.id %> "sleep 60; date" --no-wait --callback-url http://127.0.0.1:8088/api/v1/al/cb'},
-    {description: 'Another sidecar', command: '<%= config.bin %> <%= command.id %> uptime --url http://10.0.0.5:8099 --secret-key "$KEY"'},
+    {description: 'Run a command on the host', command: 'sudo <%= config.bin %> <%= command.id %> id -un'},
+    {description: 'A pipeline, quoted so that it runs on the host', command: 'sudo <%= config.bin %> <%= command.id %> "ps aux | grep node"'},
+    {description: 'With a working directory and variables', command: 'sudo <%= config.bin %> <%= command.id %> --workdir /tmp --env MY_NAME=Tom ls -l'},
+    {description: 'Start without waiting; the output goes to a callback', command: 'sudo <%= config.bin %> <%= command.id %> --no-wait --callback-url http://127.0.0.1:8088/api/v1/al/cb -- "sleep 60; date"'},
+    {description: 'The sidecar of a serve run with its own config', command: '<%= config.bin %> <%= command.id %> --config ./sidecar.json uptime'},
+    {description: 'Another sidecar', command: '<%= config.bin %> <%= command.id %> --url http://10.0.0.5:8099 --secret-key "$KEY" uptime'},
   ];
+
+  /** The flags that take a value: what follows one of them is its value, not the command. */
+  static argvForParse(argv: readonly string[]): string[] {
+    const valueFlags = new Set(Object.entries(Exec.flags).flatMap(([name, flag]) => (flag.type === 'option' ? [`--${name}`] : [])));
+    return commandAfterDashes(argv, valueFlags);
+  }
+
+  static override strict = false;
 
   static override enableJsonFlag = true;
 
   static override args = {
-    command: Args.string({description: 'The shell command (quote it).', required: true}),
+    command: Args.string({description: 'The command and its arguments, run by /bin/sh on the host.', required: true}),
   };
 
   static override flags = {
@@ -32,7 +45,8 @@ export default class Exec extends Command {
   };
 
   public async run(): Promise<Record<string, unknown>> {
-    const {args, flags} = await this.parse(Exec);
+    const {argv, flags} = await this.parse(Exec, Exec.argvForParse(this.argv));
+    const command = (argv as string[]).join(' ');
     for (const entry of flags.env ?? []) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) this.error(`--env ${entry} is not KEY=VALUE`, {exit: 2});
     }
@@ -53,7 +67,7 @@ export default class Exec extends Command {
     let reply;
     try {
       reply = await sendShell(url.replace(/\/+$/, ''), secretKey, {
-        command: args.command,
+        command,
         wait: flags.wait,
         workdir: flags.workdir,
         envs: flags.env,

@@ -11,6 +11,8 @@ import {isShortString, JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
+import {ReplayJournal} from './replay-journal.js';
+import {answerAndLinger, BodyBudget, readBody} from './request-body.js';
 import {runCommand, type CommandResult, type RunningCommand, type Spawner} from './runner.js';
 import {RunningFile} from './running-file.js';
 import {SPAWN_ADDON_PATH, SpawnAddon} from './spawn-addon.js';
@@ -133,35 +135,6 @@ function replyWithResult(res: ServerResponse, jobId: string, result: CommandResu
   sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
 }
 
-/**
- * Reads the raw body and hands it on, or 'too-large' once it is over the limit; nothing when the
- * client goes away. Callbacks, not a promise: the command starts in the same turn as the body's end.
- */
-function readBody(req: IncomingMessage, limit: number, onBody: (body: Buffer | 'too-large') => void): void {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    onBody('too-large');
-    return;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  req.on('data', (chunk: Buffer) => {
-    size += chunk.length;
-    if (size > limit) {
-      req.removeAllListeners('data');
-      req.pause();
-      onBody('too-large');
-      return;
-    }
-    chunks.push(chunk);
-  });
-  req.on('end', () => {
-    if (size <= limit) onBody(Buffer.concat(chunks, size));
-  });
-  // An aborted request has no one to answer; the listener keeps its error from being thrown.
-  req.on('error', () => {});
-}
-
 async function checkWorkdir(workdir: string): Promise<void> {
   // fs.promises loads on the first request with a workdir, not at start.
   const {stat, access} = fs.promises;
@@ -187,6 +160,8 @@ export class Daemon {
   #settings: Settings;
   readonly #listeners = new Map<string, Listener>();
   readonly #replay = new ReplayCache();
+  readonly #replayJournal: ReplayJournal | undefined;
+  readonly #bodyBudget: BodyBudget;
   readonly #running = new Map<string, RunningJob>();
   readonly #queue: Job[] = [];
   readonly #callbacks = new Set<Promise<unknown>>();
@@ -203,6 +178,7 @@ export class Daemon {
     settings: Settings,
   ) {
     this.#settings = settings;
+    this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
     const user = userInfo();
@@ -216,6 +192,7 @@ export class Daemon {
           startedAt: isoTime(startedAt),
         })),
       );
+      this.#replayJournal = new ReplayJournal(options.stateDirectory, (error) => this.bus.emit({type: 'replay-journal-failed', error}));
     }
   }
 
@@ -232,6 +209,8 @@ export class Daemon {
     if (lost.length > 0) {
       daemon.bus.emit({type: 'commands-lost', jobIds: lost.map((entry) => entry.jobId), commands: lost.map((entry) => entry.command), pids: lost.flatMap((entry) => entry.pid ?? [])});
     }
+    const now = Math.floor(Date.now() / 1000);
+    daemon.#replayJournal?.load(daemon.#replay, now - settings.TIMESTAMP_TOLERANCE, now);
     daemon.#startSpawner();
     daemon.#applyBinds();
     await Promise.all([...daemon.#listeners.values()].map((listener) => listener.ready));
@@ -295,6 +274,7 @@ export class Daemon {
       (key) => key !== 'binds' && JSON.stringify(next[key]) !== JSON.stringify(previous[key]),
     );
     this.#settings = next;
+    this.#bodyBudget.total = next.BODY_BUDGET;
     if (!this.#stopping) this.#applyBinds();
     const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
@@ -312,7 +292,20 @@ export class Daemon {
       const existing = this.#listeners.get(label);
       if (existing && existing.state !== 'failed') continue;
       if (existing) void existing.close();
-      this.#listeners.set(label, new Listener(address, (req, res) => this.#handle(req, res), this.bus));
+      this.#listeners.set(
+        label,
+        new Listener(
+          address,
+          {
+            request: (req, res) => this.#handle(req, res),
+            checkContinue: (req, res) => this.#handleExpectContinue(req, res),
+            maxConnections: () => this.#settings.MAX_CONNECTIONS,
+            tooManyConnections: (req, res) =>
+              this.#refuse(req, res, new Refusal(503, 'too-many-connections', `too many connections to ${label} (MAX_CONNECTIONS ${this.#settings.MAX_CONNECTIONS}); try again later`)),
+          },
+          this.bus,
+        ),
+      );
     }
   }
 
@@ -373,27 +366,32 @@ export class Daemon {
       reason: refusal.reason,
       message: refusal.message,
     });
-    sendJson(res, refusal.status, {ok: false, message: refusal.message, reason: refusal.reason}, headers);
+    const text = JSON.stringify({ok: false, message: refusal.message, reason: refusal.reason});
+    // A client still sending its body reads the answer once it is done; the connection then closes.
+    answerAndLinger(req, res, refusal.status, text, headers);
+  }
+
+  /** GET / answers with the greeting; anything but POST /shell is refused; undefined for POST /shell. */
+  #routeRefusal(req: IncomingMessage): {refusal: Refusal; headers?: Record<string, string>} | undefined {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path === '/') {
+      return {refusal: new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /: use GET`), headers: {Allow: 'GET, HEAD'}};
+    }
+    if (path !== SHELL_PATH) return {refusal: new Refusal(404, 'not-found', `no such path ${path.slice(0, 200)}: commands go to POST /shell`)};
+    if (req.method !== 'POST') return {refusal: new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /shell: use POST`), headers: {Allow: 'POST'}};
+    return undefined;
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?', 1)[0];
-    if (path === '/') {
-      if (req.method === 'GET' || req.method === 'HEAD') {
-        const text = greeting();
-        res.writeHead(200, {'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text)});
-        res.end(req.method === 'HEAD' ? undefined : text);
-        return;
-      }
-      this.#refuse(req, res, new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /: use GET`), {Allow: 'GET, HEAD'});
+    if ((req.url ?? '/').split('?', 1)[0] === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const text = greeting();
+      res.writeHead(200, {'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text)});
+      res.end(req.method === 'HEAD' ? undefined : text);
       return;
     }
-    if (path !== SHELL_PATH) {
-      this.#refuse(req, res, new Refusal(404, 'not-found', `no such path ${path.slice(0, 200)}: commands go to POST /shell`));
-      return;
-    }
-    if (req.method !== 'POST') {
-      this.#refuse(req, res, new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /shell: use POST`), {Allow: 'POST'});
+    const routing = this.#routeRefusal(req);
+    if (routing) {
+      this.#refuse(req, res, routing.refusal, routing.headers);
       return;
     }
     try {
@@ -403,23 +401,39 @@ export class Daemon {
     }
   }
 
-  /** A refusal, or an internal error, thrown on the way from a request to its command. */
-  #answerError(req: IncomingMessage, res: ServerResponse, error: unknown): void {
-    if (error instanceof Refusal) {
-      // The rest of a refused body is not read: close the connection instead of draining it.
-      res.shouldKeepAlive = false;
-      this.#refuse(req, res, error);
-    } else {
-      sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+  /**
+   * `Expect: 100-continue` (curl's way with large bodies): a request that would be refused is
+   * refused before its body is sent; any other is told to go on, and handled as usual.
+   */
+  #handleExpectContinue(req: IncomingMessage, res: ServerResponse): void {
+    const routing = this.#routeRefusal(req);
+    let refusal = routing?.refusal;
+    if (!refusal) {
+      try {
+        this.#checkBeforeBody(req);
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        refusal = error;
+      }
     }
+    if (!refusal) {
+      res.writeContinue();
+      this.#handle(req, res);
+      return;
+    }
+    this.bus.emit({type: 'request-refused', remote: req.socket.remoteAddress ?? '', status: refusal.status, reason: refusal.reason, message: refusal.message});
+    res.shouldKeepAlive = false;
+    sendJson(res, refusal.status, {ok: false, message: refusal.message, reason: refusal.reason}, routing?.headers);
   }
 
-  /**
-   * From the headers to the command's start in as few turns of the event loop as the request
-   * allows: one for a body that came with the headers, with no promise on the way (a workdir
-   * is checked asynchronously). What is only bookkeeping happens after the command has started.
-   */
-  #shell(req: IncomingMessage, res: ServerResponse): void {
+  /** A refusal, or an internal error, thrown on the way from a request to its command. */
+  #answerError(req: IncomingMessage, res: ServerResponse, error: unknown): void {
+    if (error instanceof Refusal) this.#refuse(req, res, error);
+    else sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+  }
+
+  /** What can be refused from the headers alone; returns the auth headers, checked for format. */
+  #checkBeforeBody(req: IncomingMessage): Extract<AuthHeaderCheck, {ok: true}> {
     const settings = this.#settings;
     if (this.#stopping) throw new Refusal(503, 'shutting-down', 'the sidecar is shutting down; try again when it is back');
     if (settings.secretKey === undefined) {
@@ -431,10 +445,34 @@ export class Daemon {
     }
     const auth = checkAuthHeaders(req.headers);
     if (!auth.ok) throw new Refusal(401, auth.reason, auth.message);
+    const declared = Number(req.headers['content-length']);
+    if (declared > settings.BODY_LIMIT) throw this.#tooLarge();
+    return auth;
+  }
 
-    readBody(req, settings.BODY_LIMIT, (body) => {
+  #tooLarge(): Refusal {
+    const limit = this.#settings.BODY_LIMIT;
+    return new Refusal(413, 'body-too-large', `the body is larger than BODY_LIMIT (${limit} bytes): send a shorter command or raise BODY_LIMIT in ${this.options.configPath}`);
+  }
+
+  /**
+   * From the headers to the command's start in as few turns of the event loop as the request
+   * allows: one for a body that came with the headers, with no promise on the way (a workdir
+   * is checked asynchronously). What is only bookkeeping happens after the command has started.
+   */
+  #shell(req: IncomingMessage, res: ServerResponse): void {
+    const settings = this.#settings;
+    const auth = this.#checkBeforeBody(req);
+    readBody(req, settings.BODY_LIMIT, this.#bodyBudget, (body) => {
       try {
-        if (body === 'too-large') throw new Refusal(413, 'body-too-large', `the body is larger than ${settings.BODY_LIMIT} bytes`);
+        if (body === 'too-large') throw this.#tooLarge();
+        if (body === 'over-budget') {
+          throw new Refusal(
+            503,
+            'body-budget',
+            `too many request bodies are being received at once (BODY_BUDGET ${this.#bodyBudget.total} bytes); try again later`,
+          );
+        }
         const request = this.#verify(settings, auth, body);
         if (request.workdir === undefined) this.#accept(req, res, request);
         else {
@@ -463,7 +501,8 @@ export class Daemon {
       );
     }
     if (this.#replay.has(auth.nonce)) throw new Refusal(401, 'replayed-nonce', 'replayed nonce: every request needs a new X-Auth-Nonce');
-    this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE);
+    this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE, now);
+    this.#replayJournal?.record(auth.nonce, timestamp, this.#replay);
     try {
       return parseShellRequest(body, settings.COMMAND_TIMEOUT);
     } catch (error) {
@@ -657,6 +696,7 @@ export class Daemon {
     await closed;
     this.#helper?.close();
     this.#runningFile?.writeNow();
+    this.#replayJournal?.close();
     this.bus.emit({type: 'stopped'});
   }
 }

@@ -40,6 +40,7 @@ export type SidecarEventBody =
   | {type: 'stopping'; running: number; queued: number; drainSeconds: number}
   | {type: 'commands-abandoned'; jobIds: string[]; commands: string[]}
   | {type: 'commands-lost'; jobIds: string[]; commands: string[]; pids: number[]}
+  | {type: 'replay-journal-failed'; error: string}
   | {type: 'stopped'};
 
 export type RefusalReason =
@@ -51,6 +52,8 @@ export type RefusalReason =
   | 'no-secret'
   | 'bad-request'
   | 'body-too-large'
+  | 'body-budget'
+  | 'too-many-connections'
   | 'busy'
   | 'shutting-down'
   | 'not-found'
@@ -67,6 +70,7 @@ const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
   'reload-failed': 'error',
   'commands-abandoned': 'error',
   'commands-lost': 'error',
+  'replay-journal-failed': 'error',
 };
 
 export function levelOf(event: SidecarEventBody): EventLevel {

@@ -1,5 +1,5 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
-import type {AddressInfo} from 'node:net';
+import type {AddressInfo, Socket} from 'node:net';
 import {http} from '../node-builtins.js';
 import type {BindAddress} from '../bind.js';
 import type {EventBus} from './events.js';
@@ -15,6 +15,19 @@ export interface ListenerStatus {
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface ListenerHandlers {
+  request: Handler;
+  /** A request that sent `Expect: 100-continue`: answer it, or call writeContinue() and handle it. */
+  checkContinue: Handler;
+  /** Connections past this many on the listener are answered 503 and closed. */
+  maxConnections(): number;
+  /** A request on a connection past the limit. */
+  tooManyConnections: Handler;
+}
+
+/** How long a connection past the limit may take to send the request its 503 answers. */
+const OVER_LIMIT_GRACE_MS = 2_000;
 
 /** Errors that mean the address may appear later (an interface not up yet): worth retrying. */
 const RETRYABLE = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH']);
@@ -32,10 +45,12 @@ export class Listener {
   #firstOutcome: () => void = () => {};
   /** Settles when the address is listening, waiting for its address, or failed. */
   readonly ready: Promise<void>;
+  #connections = 0;
+  readonly #overLimit = new WeakSet<object>();
 
   constructor(
     readonly address: BindAddress,
-    handler: Handler,
+    handlers: ListenerHandlers,
     private readonly bus: EventBus,
   ) {
     this.server = http.createServer(
@@ -49,8 +64,22 @@ export class Listener {
         keepAliveTimeout: 5_000,
         maxHeaderSize: 16 * 1024,
       },
-      handler,
+      (req, res) => (this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.request(req, res)),
     );
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
+      this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.checkContinue(req, res),
+    );
+    this.server.on('connection', (socket: Socket) => {
+      if (this.#connections >= handlers.maxConnections()) {
+        // Still parsed, so that a request on it gets a 503 that says why, but only for a moment.
+        this.#overLimit.add(socket);
+        const timer = setTimeout(() => socket.destroy(), OVER_LIMIT_GRACE_MS);
+        socket.once('close', () => clearTimeout(timer));
+        return;
+      }
+      this.#connections++;
+      socket.once('close', () => this.#connections--);
+    });
     this.ready = new Promise((resolve) => {
       this.#firstOutcome = resolve;
     });
@@ -72,6 +101,11 @@ export class Listener {
   get port(): number | undefined {
     const info = this.server.address() as AddressInfo | null;
     return info?.port;
+  }
+
+  /** Open connections within the limit. */
+  get connections(): number {
+    return this.#connections;
   }
 
   status(): ListenerStatus {

@@ -51,7 +51,8 @@ export class RunningFile {
     this.#timer = undefined;
     const temporary = `${this.path}.new`;
     try {
-      writeFileSync(temporary, JSON.stringify(this.current()));
+      // Command lines are the daemon's own business: owner only.
+      writeFileSync(temporary, JSON.stringify(this.current()), {mode: 0o600});
       renameSync(temporary, this.path);
     } catch {
       // A full or read-only disk must not stop commands; the next change tries again.
