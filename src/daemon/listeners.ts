@@ -32,6 +32,7 @@ const OVER_LIMIT_GRACE_MS = 2_000;
 /** Errors that mean the address may appear later (an interface not up yet): worth retrying. */
 const RETRYABLE = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH']);
 const FIRST_RETRY_MS = 500;
+const LISTEN_BACKLOG = 4096;
 // A bind attempt costs next to nothing: retry often, so docker0 is served soon after it appears.
 const MAX_RETRY_MS = 5_000;
 
@@ -118,7 +119,9 @@ export class Listener {
   }
 
   #listen(): void {
-    this.server.listen({host: this.address.host, port: this.address.port, exclusive: true});
+    // A burst of connections (thousands of containers on docker0) waits in the kernel's queue
+    // instead of being reset; the kernel caps it at net.core.somaxconn.
+    this.server.listen({host: this.address.host, port: this.address.port, exclusive: true, backlog: LISTEN_BACKLOG});
   }
 
   #onError(error: NodeJS.ErrnoException): void {
