@@ -236,7 +236,7 @@ async function coldStarts(variant: Variant, url: string): Promise<{version: numb
     }
     return median(times);
   };
-  return {version: await time(['--version'], 21), exec: await time(['exec', 'hostname', '--url', url], 11)};
+  return {version: await time(['--version'], 21), exec: await time(['exec', '--url', url, 'hostname'], 11)};
 }
 
 async function serveReady(variant: Variant, port: number): Promise<number> {

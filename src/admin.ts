@@ -1,7 +1,7 @@
 import {existsSync} from 'node:fs';
 import {DEFAULT_BIND, parseBindList} from './bind.js';
 import {ConfigError, generateSecretKey, readConfig, secretKeyProblem, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
-import {readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
+import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
 import type {Counters} from './daemon/events.js';
 import type {ListenerState} from './daemon/listeners.js';
 import {writeSystemConfig} from './install.js';
@@ -64,9 +64,9 @@ export async function bindReport(config: StoredConfig, snapshot: Snapshot | unde
   );
 }
 
-async function trySnapshot(): Promise<Snapshot | undefined> {
+async function trySnapshot(socket = SERVICE_CONTROL_SOCKET): Promise<Snapshot | undefined> {
   try {
-    return await readSnapshot(SERVICE_CONTROL_SOCKET);
+    return await readSnapshot(socket);
   } catch {
     return undefined;
   }
@@ -127,6 +127,8 @@ export async function rotateSecret(options: {secretKey?: string; graceSeconds?: 
 }
 
 export interface ServiceStatus {
+  /** The installed systemd service, or a daemon run with `serve --config` (no unit). */
+  kind: 'service' | 'serve';
   installed: boolean;
   healthy: boolean;
   problems: string[];
@@ -143,7 +145,7 @@ export interface ServiceStatus {
 /** Everything `status` shows. Healthy: active, at least one address answers, none failed. */
 export async function serviceStatus(): Promise<ServiceStatus> {
   const unit = await unitState();
-  const base = {config: SYSTEM_CONFIG_PATH, bind: [] as BindReport[]};
+  const base = {kind: 'service' as const, config: SYSTEM_CONFIG_PATH, bind: [] as BindReport[]};
   if (!unit.loaded && !existsSync(UNIT_PATH)) {
     return {...base, installed: false, healthy: false, problems: [`${SERVICE_NAME} is not installed: run sudo dffs-ctl install`]};
   }
@@ -161,15 +163,18 @@ export async function serviceStatus(): Promise<ServiceStatus> {
   const bind = await bindReport(config, snapshot);
   if (unit.activeState === 'active' && !bind.some((address) => address.answers)) problems.push('no bind address answers');
   for (const address of bind.filter((entry) => entry.state === 'failed')) problems.push(`${address.address}: ${address.error}`);
+  return {...daemonReport(config, snapshot, bind, problems), kind: 'service', config: SYSTEM_CONFIG_PATH, unit};
+}
+
+/** What the daemon and its config say, beside the problems found. */
+function daemonReport(config: StoredConfig, snapshot: Snapshot | undefined, bind: BindReport[], problems: string[]) {
   const daemonSecret = snapshot?.status.secret;
   const createdAt = daemonSecret?.createdAt ?? config.SECRET_CREATED_AT;
   return {
     installed: true,
     healthy: problems.length === 0,
     problems,
-    unit,
     ...(snapshot ? {version: snapshot.status.version} : {}),
-    ...base,
     bind,
     secret: {
       configured: daemonSecret?.configured ?? config.SECRET_KEY !== undefined,
@@ -178,4 +183,27 @@ export async function serviceStatus(): Promise<ServiceStatus> {
     },
     ...(snapshot ? {counters: snapshot.status.counters, running: snapshot.status.running, queued: snapshot.status.queued} : {}),
   };
+}
+
+/** The status of the daemon run with `serve --config PATH`: found through the control socket that follows from its config. */
+export async function serveStatus(configPath: string): Promise<ServiceStatus> {
+  const problems: string[] = [];
+  let config: StoredConfig = {};
+  try {
+    config = readConfig(configPath);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(error.message);
+  }
+  const socket = controlSocketFor(configPath);
+  let snapshot: Snapshot | undefined;
+  try {
+    snapshot = await readSnapshot(socket);
+  } catch (error) {
+    problems.push(`no sidecar runs with ${configPath} (${(error as Error).message}): start it with dffs-ctl serve --config ${configPath}`);
+  }
+  const bind = await bindReport(config, snapshot);
+  if (snapshot && !bind.some((address) => address.answers)) problems.push('no bind address answers');
+  for (const address of bind.filter((entry) => entry.state === 'failed')) problems.push(`${address.address}: ${address.error}`);
+  return {...daemonReport(config, snapshot, bind, problems), kind: 'serve', config: configPath};
 }

@@ -69,8 +69,8 @@ describe('dffs-ctl on a real systemd', () => {
     assert.equal(await box.ok('dffs-ctl exec "id -un"'), 'dffs');
     const failing = await box.sh('dffs-ctl exec "echo to-out; echo to-err >&2; exit 3"');
     assert.deepEqual([failing.exitCode, failing.stdout, failing.stderr], [3, 'to-out', 'to-err']);
-    assert.equal((await box.sh('dffs-ctl exec "sleep 5" --timeout 1')).exitCode, 124);
-    assert.equal(await box.ok('dffs-ctl exec "echo \\$MY_NAME \\$(pwd)" --env MY_NAME=Tom --workdir /tmp'), 'Tom /tmp');
+    assert.equal((await box.sh('dffs-ctl exec --timeout 1 sleep 5')).exitCode, 124);
+    assert.equal(await box.ok('dffs-ctl exec --env MY_NAME=Tom --workdir /tmp "echo \\$MY_NAME \\$(pwd)"'), 'Tom /tmp');
   });
 
   it('lets commands use the host /tmp, group files and group sockets, ps and free', async () => {
@@ -91,12 +91,12 @@ describe('dffs-ctl on a real systemd', () => {
     const rotated = await box.ok('dffs-ctl secret rotate --secret-key e2e-second-secret-key-0123456');
     assert.match(rotated, /New secret key:\n    e2e-second-secret-key-0123456/);
     assert.match(rotated, /old key is no longer accepted/);
-    const old = await box.sh(`dffs-ctl exec true --secret-key ${KEY}`);
+    const old = await box.sh(`dffs-ctl exec --secret-key ${KEY} true`);
     assert.equal(old.exitCode, 77);
     assert.match(old.stderr, /bad signature/);
     assert.equal(await box.ok('dffs-ctl exec "echo new"'), 'new');
     await box.ok('dffs-ctl secret rotate --secret-key e2e-third-secret-key-01234567 --grace 10m');
-    assert.equal(await box.ok('dffs-ctl exec "echo grace" --secret-key e2e-second-secret-key-0123456'), 'grace');
+    assert.equal(await box.ok('dffs-ctl exec --secret-key e2e-second-secret-key-0123456 echo grace'), 'grace');
     assert.equal(await box.ok('dffs-ctl secret show'), 'e2e-third-secret-key-01234567');
     const status = JSON.parse((await box.sh('dffs-ctl status --json')).stdout);
     assert.ok(Date.parse(status.secret.oldKeyAcceptedUntil) > Date.now());
@@ -133,6 +133,51 @@ describe('dffs-ctl on a real systemd', () => {
     assert.ok(status.counters.requests >= 3);
     assert.ok(status.counters.refusedByReason['bad-signature'] >= 1);
     assert.match(await box.ok('dffs-ctl status'), /dataflux-func-sidecar: active \(running\), enabled, PID \d+/);
+  });
+
+  it('refuses a request replayed after systemctl restart, and after a crash and Restart=', async () => {
+    // Captured once, sent again as is.
+    await box.ok('node /src/test/clients/capture-request.mjs "$(dffs-ctl secret show)" "echo ran >> /tmp/replayed" > /tmp/captured.curl');
+    const send = async () => JSON.parse(await box.ok('curl -s -K /tmp/captured.curl'));
+    assert.equal((await send()).ok, true);
+    assert.equal(await box.ok('stat -c %a /var/lib/dataflux-func-sidecar/replay.log'), '600');
+    // Type=simple: restart returns before the daemon listens.
+    await box.ok('systemctl restart dataflux-func-sidecar; for i in $(seq 1 100); do curl -sf http://127.0.0.1:8099/ >/dev/null && exit 0; sleep 0.1; done; exit 1');
+    const afterRestart = await send();
+    assert.deepEqual([afterRestart.ok, afterRestart.reason], [false, 'replayed-nonce']);
+    const pid = await mainPid();
+    await box.ok(`kill -KILL ${pid}
+      for i in $(seq 1 100); do
+        p=$(systemctl show -p MainPID --value dataflux-func-sidecar)
+        [ "$p" != 0 ] && [ "$p" != ${pid} ] && curl -sf http://127.0.0.1:8099/ >/dev/null && exit 0
+        sleep 0.1
+      done; exit 1`);
+    const afterCrash = await send();
+    assert.deepEqual([afterCrash.ok, afterCrash.reason], [false, 'replayed-nonce']);
+    assert.equal(await box.ok('cat /tmp/replayed'), 'ran', 'the command ran once');
+  });
+
+  it('reaches a serve started with its own config through --config, beside the installed service', async () => {
+    await box.ok(`echo '{"BIND": "127.0.0.1:18099", "SECRET_KEY": "personal-secret-key-0123456789"}' > /root/personal.json
+      systemd-run --unit personal-serve --property=Environment=HOME=/root node /src/bin/run.js serve --config /root/personal.json --no-dashboard
+      for i in $(seq 1 50); do curl -sf http://127.0.0.1:18099/ >/dev/null && exit 0; sleep 0.2; done; exit 1`);
+    const personal = JSON.parse((await box.sh('dffs-ctl status --config /root/personal.json --json')).stdout);
+    assert.deepEqual([personal.kind, personal.healthy, personal.bind.map((bind: {address: string}) => bind.address)], ['serve', true, ['127.0.0.1:18099']]);
+    const service = JSON.parse((await box.sh('dffs-ctl status --json')).stdout);
+    assert.deepEqual([service.kind, service.healthy, service.bind[0].address], ['service', true, '127.0.0.1:8099']);
+    assert.equal(await box.ok('dffs-ctl exec --config /root/personal.json id -un'), 'root');
+    assert.equal(await box.ok('dffs-ctl exec id -un'), 'dffs');
+    assert.equal(await box.ok('dffs-ctl exec "id -un"'), 'dffs');
+    assert.equal((await box.sh("dffs-ctl exec -- sh -c 'echo $0' x")).exitCode, 0);
+    assert.match(await box.ok('ls /tmp/dataflux-func-sidecar-0 && stat -c %a /tmp/dataflux-func-sidecar-0'), /^control-[0-9a-f]{12}\.sock\n700$/);
+    // The dashboard in a terminal of its own (script gives it one), stopped after a few seconds.
+    const tui = await box.ok('timeout -s INT 4 script -qfec "stty cols 120 rows 30; dffs-ctl tui --config /root/personal.json" /tmp/tui.out >/dev/null; cat /tmp/tui.out');
+    assert.match(tui, /config \/root\/personal\.json/);
+    assert.match(tui, /bind 127\.0\.0\.1:18099 listening/);
+    await box.ok('systemctl stop personal-serve');
+    const stopped = await box.sh('dffs-ctl status --config /root/personal.json');
+    assert.equal(stopped.exitCode, 1);
+    assert.match(stopped.stdout, /no sidecar runs with \/root\/personal\.json .*start it with dffs-ctl serve --config/);
   });
 
   it('shows the calls in logs, filtered and as JSON', async () => {
@@ -182,7 +227,7 @@ describe('dffs-ctl on a real systemd', () => {
     assert.equal(down.exitCode, 69);
     assert.match(down.stderr, /cannot reach the sidecar at http:\/\/127\.0\.0\.1:8099/);
     assert.equal((await box.sh('dffs-ctl status')).exitCode, 1);
-    const unreadable = await box.sh('runuser -u nobody -- dffs-ctl exec true --config /etc/dataflux-func-sidecar');
+    const unreadable = await box.sh('runuser -u nobody -- dffs-ctl exec --config /etc/dataflux-func-sidecar true');
     assert.equal(unreadable.exitCode, 77);
     assert.match(unreadable.stderr, /permission denied \(run as root/);
     await box.ok('systemctl start dataflux-func-sidecar');

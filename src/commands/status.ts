@@ -1,23 +1,32 @@
-import {Command} from '@oclif/core';
-import {serviceStatus, type ServiceStatus} from '../admin.js';
+import {resolve} from 'node:path';
+import {Command, Flags} from '@oclif/core';
+import {serveStatus, serviceStatus, type ServiceStatus} from '../admin.js';
+import {SYSTEM_CONFIG_PATH} from '../config.js';
 import {formatDuration} from '../duration.js';
 
 export default class Status extends Command {
   static override summary = 'Show whether the sidecar service is installed, running and answering.';
   static override description = `Unit state (active, enabled, PID, since, restarts), version, each bind address and whether it answers, the secret's age and any grace of the previous key (never the key), and the daemon's counters and running commands.
 
-Exit codes: 0 healthy, 1 installed but not healthy, 3 not installed.`;
+With --config, the daemon started with \`serve --config\` and that file instead of the installed service.
+
+Exit codes: 0 healthy, 1 installed (or configured) but not healthy, 3 not installed.`;
 
   static override examples = [
     {description: 'A readable summary', command: 'sudo <%= config.bin %> <%= command.id %>'},
     {description: 'For monitoring scripts', command: 'sudo <%= config.bin %> <%= command.id %> --json | jq .healthy'},
+    {description: 'The serve started with this config', command: '<%= config.bin %> <%= command.id %> --config ./sidecar.json'},
   ];
 
   static override enableJsonFlag = true;
 
+  static override flags = {
+    config: Flags.string({summary: 'Config file of a daemon run with serve --config (default: the installed service).', env: 'DFFS_CONFIG'}),
+  };
+
   public async run(): Promise<ServiceStatus> {
-    await this.parse(Status);
-    const status = await serviceStatus();
+    const {flags} = await this.parse(Status);
+    const status = flags.config === undefined || resolve(flags.config) === SYSTEM_CONFIG_PATH ? await serviceStatus() : await serveStatus(flags.config);
     if (!this.jsonEnabled()) this.print(status);
     process.exitCode = status.healthy ? 0 : status.installed ? 1 : 3;
     return status;
@@ -29,6 +38,7 @@ Exit codes: 0 healthy, 1 installed but not healthy, 3 not installed.`;
       return;
     }
     const {unit} = status;
+    if (status.kind === 'serve') this.log(`dataflux-func-sidecar (serve --config ${status.config}): ${status.version ? 'running' : 'not running'}`);
     if (unit) {
       this.log(`dataflux-func-sidecar: ${unit.activeState} (${unit.subState}), ${unit.enabled}${unit.mainPid ? `, PID ${unit.mainPid}` : ''}${unit.since ? `, since ${unit.since}` : ''}, ${unit.restarts} restart(s)`);
     }

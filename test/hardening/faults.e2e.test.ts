@@ -18,14 +18,14 @@ describe('faults on a real systemd', () => {
 
   it('refuses a workdir that dffs cannot enter, saying so', async () => {
     tally.faultsInjected++;
-    const result = await box.sh('dffs-ctl exec pwd --workdir /root');
+    const result = await box.sh('dffs-ctl exec --workdir /root pwd');
     assert.notEqual(result.exitCode, 0);
     assert.match(result.stderr, /workdir \/root cannot be entered by user dffs/);
   });
 
   it('kill -9 while commands run: systemd restarts it, the new daemon logs the lost commands, the config is intact', {timeout: 60_000}, async () => {
     const before = {pid: await mainPid(), config: await configSum()};
-    await box.ok('dffs-ctl exec "sleep 120; echo first" --no-wait && dffs-ctl exec "sleep 121; echo second" --no-wait');
+    await box.ok('dffs-ctl exec --no-wait "sleep 120; echo first" && dffs-ctl exec --no-wait "sleep 121; echo second"');
     await eventually(async () => {
       const running = JSON.parse(await box.ok('cat /var/lib/dataflux-func-sidecar/running.json')) as {pid?: number}[];
       return running.length === 2 && running.every((entry) => entry.pid) ? true : undefined;
@@ -94,7 +94,7 @@ describe('faults on a real systemd', () => {
     // host): systemd cannot enforce it here. LimitNPROC, a plain rlimit, caps the bomb anyway.
     assert.equal(await box.ok('systemctl show -p TasksMax -p LimitNPROC --value dataflux-func-sidecar'), '4096\n4096');
     tally.faultsInjected++;
-    const bomb = await box.sh('dffs-ctl exec "bomb() { bomb | bomb & }; bomb; sleep 10" --timeout 3');
+    const bomb = await box.sh('dffs-ctl exec --timeout 3 "bomb() { bomb | bomb & }; bomb; sleep 10"');
     assert.equal(bomb.exitCode, 124, `timed out: ${bomb.stderr.slice(-300)}`);
     assert.match(bomb.stderr, /fork|Resource temporarily unavailable/i, 'the bomb hit the cap');
     // The daemon (its thread is named MainThread on Node 24) and dffs-spawn: nothing else of dffs.
