@@ -5,7 +5,7 @@
  * Prints a Markdown report and writes it to bench/results/<date>.md.
  *
  * Environment: BENCH_SECONDS (default 5) per load run, BENCH_ROUNDS (default 5) runs of each; BENCH_VARIANTS (default all), a comma list
- * of node20, node24, bundle, floor (bench/node-floor.mjs on the newest Node: what Node.js and dffs-spawn.node cost without the daemon).
+ * of node20, node24, bundle.
  */
 import {execa} from 'execa';
 import {spawn, type ChildProcess} from 'node:child_process';
@@ -114,7 +114,7 @@ interface Variant {
   entry: string;
 }
 
-/** A server that takes Func's signed requests on a port: ours, or the floor. */
+/** Our server: it takes Func's signed requests on a port. */
 function signedServer(name: string, port: number, child: ChildProcess): Server & {child: ChildProcess} {
   const url = `http://127.0.0.1:${port}`;
   const call = (command: string, wait: boolean) => {
@@ -147,15 +147,6 @@ async function startOurs(variant: Variant, port: number): Promise<Server & {chil
   const child = startProcess(variant.node, [...NODE_FLAGS, variant.entry, 'serve', '--config', config, '--no-dashboard'], {RUNTIME_DIRECTORY: directory});
   const server = signedServer(variant.name, port, child);
   return {...server, readyMs: await waitAnswering(`${server.url}/`)};
-}
-
-/** bench/node-floor.mjs: signature check, dffs-spawn, reply; nothing else. */
-async function startFloor(node: string, port: number): Promise<Server & {child: ChildProcess}> {
-  const version = (await execa(node, ['--version'])).stdout.trim().slice(1);
-  const child = startProcess(node, [...NODE_FLAGS, join(ROOT, 'bench/node-floor.mjs'), String(port), join(ROOT, 'dist/dffs-spawn.node')], {BENCH_SECRET: SECRET});
-  const server = signedServer(`floor: bench/node-floor.mjs, Node ${version}`, port, child);
-  await waitAnswering(`${server.url}/`);
-  return server;
 }
 
 async function startWebhook(port: number): Promise<Server & {child: ChildProcess}> {
@@ -256,7 +247,7 @@ async function machineLimit(): Promise<{sequential: number; perCore: number}> {
   return {sequential: await rate(1), perCore: await rate(cpus().length)};
 }
 
-const WANTED = (process.env.BENCH_VARIANTS ?? 'node20,node24,bundle,floor').split(',');
+const WANTED = (process.env.BENCH_VARIANTS ?? 'node20,node24,bundle').split(',');
 
 async function node24Path(): Promise<string> {
   const {stdout} = await execa(join(ROOT, 'scripts/with-node24.sh'), ['node', '-p', 'process.execPath'], {stdin: 'ignore'});
@@ -296,11 +287,9 @@ interface Row {
   /** Per concurrency, each round's figure over webhook's in the same round (empty for webhook). */
   ratios: Record<number, {rps: number[]; p50: number[]}>;
   idleMiB: number;
-  /** Not for the floor, which keeps all output. */
   peakMiB?: number;
   /** The high-water mark after all the load runs. */
   loadPeakMiB: number;
-  /** Not for the floor, which always waits. */
   ackMs?: number;
   cold?: {version: number; exec: number};
   readyMs?: number;
@@ -328,12 +317,8 @@ async function main(): Promise<void> {
   // Every server runs for the whole benchmark; the load runs alternate between them, so that
   // whatever else the machine does weighs on all of them alike.
   const variantList = await variants();
-  const servers: (Server & {child: ChildProcess; variant?: Variant; floor?: true})[] = [await startWebhook(18_200)];
+  const servers: (Server & {child: ChildProcess; variant?: Variant})[] = [await startWebhook(18_200)];
   for (const [index, variant] of variantList.entries()) servers.push({...(await startOurs(variant, 18_201 + index)), variant});
-  if (WANTED.includes('floor')) {
-    const node = WANTED.includes('node24') ? await node24Path() : process.execPath;
-    servers.push({...(await startFloor(node, 18_201 + variantList.length)), floor: true});
-  }
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const rows: Row[] = servers.map((server) => ({name: server.name, load: {}, ratios: {}, idleMiB: rssKiB(server.pid, 'VmRSS') / 1024, loadPeakMiB: 0}));
 
@@ -360,8 +345,6 @@ async function main(): Promise<void> {
     }
   }
   for (const [index, server] of servers.entries()) {
-    // The floor always waits for the command, and keeps all its output: neither figure applies.
-    if (server.floor) continue;
     rows[index].ackMs = await ackLatency(server);
     if (server.variant) rows[index].cold = await coldStarts(server.variant, server.url);
   }
@@ -369,7 +352,6 @@ async function main(): Promise<void> {
   for (const [index, server] of servers.entries()) {
     rows[index].loadPeakMiB = rssKiB(server.pid, 'VmHWM') / 1024;
     await stopProcess(server.child);
-    if (server.floor) continue;
     const fresh = server.variant ? await startOurs(server.variant, 18_201 + index - 1) : await startWebhook(18_200);
     const peak = await peakRssUnderBigOutput(fresh);
     if (peak.status !== 200) throw new Error(`${server.name} answered ${peak.status} to the 200 MiB command`);
@@ -388,8 +370,6 @@ async function main(): Promise<void> {
     `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}. webhook ${machine.webhook} (Debian), ${machine.wrk} with one thread. Each server ran ${ROUNDS} times for ${SECONDS} s at each concurrency, the servers taking turns; req/s, p50 and p99 are those of its run with the median rate, and each ratio is the median of its ${ROUNDS} runs' ratios to webhook's run in the same round. Command: \`hostname\`, waiting for its output.`,
     '',
     `Machine limit (bench/spawn-baseline.c: vfork and exec of \`/bin/sh -c hostname\`, output read, reaped): **${fmt(limit.sequential)}/s** one at a time, **${fmt(limit.perCore)}/s** with ${machine.cores} processes.`,
-    '',
-    'The floor (bench/node-floor.mjs) is the least a Node.js server can do for these requests through the same dffs-spawn.node as the daemon: check the signature, start the command, answer with its output; no limits, queue, timeouts, log or events. It shows what Node.js and the spawner cost on this machine.',
     '',
     '| server | c | req/s | p50 ms | p99 ms | errors | req/s ours/webhook | p50 ours/webhook | p50 ours/webhook, lowest and highest round |',
     '|---|---|---|---|---|---|---|---|---|',

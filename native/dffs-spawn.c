@@ -1,38 +1,47 @@
 /*
- * dffs-spawn: the sidecar's process launcher. Node.js starts a child with fork(), which copies
- * the page tables of the whole daemon and blocks its event loop until the child has called
- * exec; this small helper uses vfork instead, so a spawn costs what it costs the machine. The
- * daemon keeps every decision (timeouts, kills, output limits); the helper only starts
- * `/bin/sh -c COMMAND` and relays what happens.
+ * dffs-spawn: the sidecar's process launcher. Node.js starts a child with fork(), which copies the
+ * page tables of the whole daemon and blocks its event loop until the child has called exec; this
+ * helper starts commands beside the daemon instead, with glibc's posix_spawn. The daemon keeps
+ * every decision (timeouts, kills, output limits); the helper only starts `/bin/sh -c COMMAND`
+ * and relays what happens.
  *
  * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
- *   daemon -> helper  'S' spawn: LIMIT \0 COMMAND \0 WORKDIR \0 (empty: none) then NAME=VALUE \0 ...
+ *   daemon -> helper  'S' spawn: LIMIT \0 CGROUP \0 COMMAND \0 WORKDIR \0 then NAME=VALUE \0 ...
  *                     (LIMIT, in decimal: bytes relayed of stdout, and again of stderr; the rest
- *                     is read and counted only, so the daemon never handles output it drops)
+ *                     is read and counted only. CGROUP: a directory in the cgroup v2 tree that
+ *                     the command starts in, made if needed; empty: none. WORKDIR empty: none.)
  *                     'R' release: stop reading the job's output (a background child holds it)
  *   helper -> daemon  'P' started: i32 pid       'F' failed to start: message
  *                     'O' stdout bytes          'E' stderr bytes
- *                     'X' exited: i32 wait status
+ *                     'X' exited: i32 wait status, or -1 when it could not be read
  *                     'C' closed: output at end (or released) and exited; the job is done.
  *                         Payload: u64 bytes read from stdout, u64 from stderr
  * The helper exits when its stdin closes: the daemon is gone.
+ *
+ * Usage: dffs-spawn [--no-pidfd] [--cgroup-home DIR]
+ *   --no-pidfd: see exits through SIGCHLD, as on kernels before 5.3 (for tests).
+ *   --cgroup-home: the helper's own cgroup, to return to after starting a command in another.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "spawn-shell.h"
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 #define MAX_FRAME (64u << 20)
 #define READ_CHUNK 65536
@@ -50,12 +59,14 @@ static struct job *jobs;
 static size_t job_count, job_capacity;
 /*
  * Exits are seen through a pidfd per command (Linux 5.3+): readable when the shell exits, in the
- * same poll as its output, so an exit costs no signal, handler, self-pipe write and second poll.
- * Without pidfds, a SIGCHLD handler writes to a self-pipe instead.
+ * same poll as its output. Without pidfds, a SIGCHLD handler writes to a self-pipe instead;
+ * posix_spawn blocks signals around its clone and resets every handler in the child.
  */
 static int use_pidfd;
 static int sigchld_pipe[2] = {-1, -1};
-static int dev_null; /* every command's stdin, opened once */
+static int dev_null;        /* every command's stdin, opened once */
+static const char *cgroup_home; /* the helper's own cgroup directory, or NULL */
+static posix_spawnattr_t spawn_attributes;
 
 static void die(const char *what) {
   fprintf(stderr, "dffs-spawn: %s: %s\n", what, strerror(errno));
@@ -117,18 +128,19 @@ static void send_int(char type, uint32_t id, int32_t value) {
   send_frame(type, id, &value, sizeof value);
 }
 
-static void remove_job(size_t index) {
-  jobs[index] = jobs[--job_count];
+static void send_error(uint32_t id, const char *format, const char *argument, int error) {
+  char message[512];
+  snprintf(message, sizeof message, format, argument, strerror(error));
+  send_frame('F', id, message, strlen(message));
 }
 
 /* A job is done once it has exited and its output is at end: 'C' comes after 'X', always. */
-static int finish_if_done(size_t index) {
+static void finish_if_done(size_t index) {
   struct job *job = &jobs[index];
-  if (!job->exited || job->out >= 0 || job->err >= 0) return 0;
+  if (!job->exited || job->out >= 0 || job->err >= 0) return;
   uint64_t totals[2] = {job->out_total, job->err_total};
   send_frame('C', job->id, totals, sizeof totals);
-  remove_job(index);
-  return 1;
+  jobs[index] = jobs[--job_count];
 }
 
 static void reaped(size_t index, int status) {
@@ -140,49 +152,150 @@ static void reaped(size_t index, int status) {
   finish_if_done(index);
 }
 
-/* With pidfds: the job whose pidfd became readable has exited. */
+/* The wait status that waitpid would have given for what waitid says. */
+static int wait_status(const siginfo_t *info) {
+  if (info->si_code == CLD_EXITED) return (info->si_status & 0xff) << 8;
+  return (info->si_status & 0x7f) | (info->si_code == CLD_DUMPED ? 0x80 : 0);
+}
+
+/*
+ * With pidfds: the job whose pidfd became readable has exited. waitid on the pidfd itself, so no
+ * other child can be reaped by mistake; if even that fails, the exit is taken as seen (with no
+ * status), or the pidfd would stay readable and spin the loop.
+ */
 static void reap_job(size_t index) {
-  int status;
-  if (waitpid(jobs[index].pid, &status, WNOHANG) == jobs[index].pid) reaped(index, status);
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  if (syscall(SYS_waitid, P_PIDFD, jobs[index].pidfd, &info, WEXITED | WNOHANG, NULL) != 0) {
+    reaped(index, -1);
+  } else if (info.si_pid != 0) {
+    reaped(index, wait_status(&info));
+  }
 }
 
-static void close_output(struct job *job) {
-  if (job->out >= 0) close(job->out);
-  if (job->err >= 0) close(job->err);
-  job->out = job->err = -1;
+static int write_text(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t written = write(fd, text, strlen(text));
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return written < 0 ? -1 : 0;
 }
 
+/* Moves the helper into a cgroup ("0" is the writer itself), so that a child it starts is born there. */
+static int enter_cgroup(const char *directory) {
+  char path[4096];
+  if ((size_t)snprintf(path, sizeof path, "%s/cgroup.procs", directory) >= sizeof path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  return write_text(path, "0");
+}
+
+/*
+ * A spawn request as the daemon encodes it (src/daemon/spawn-request.ts):
+ * LIMIT \0 CGROUP \0 COMMAND \0 WORKDIR \0 then NAME=VALUE \0 ... The strings are used in place.
+ */
 static void spawn_job(uint32_t id, char *payload, size_t size) {
-  /*
-   * vfork rather than posix_spawn: glibc's posix_spawn sets or reads the disposition of every
-   * signal in the child before exec, 64 system calls on the path of every command. The helper set
-   * all signals to their default and unblocked them when it started, so the child inherits what
-   * commands should get. Only without pidfds has the helper a handler (SIGCHLD): then signals are
-   * blocked around vfork, as posix_spawn does, so that the handler cannot run in the child while
-   * it shares the helper's memory, and the child resets it.
-   */
-  sigset_t reset;
-  sigemptyset(&reset);
-  if (!use_pidfd) sigaddset(&reset, SIGCHLD);
-  struct started_shell shell;
-  char message[512];
-  if (start_shell(payload, size, dev_null, &reset, !use_pidfd, use_pidfd, &shell, message, sizeof message) != 0) {
-    send_frame('F', id, message, strlen(message));
+  char *end = payload + size;
+  char *fields[4];
+  char *cursor = payload;
+  for (int i = 0; i < 4; i++) {
+    if (cursor >= end || end[-1] != '\0') {
+      send_frame('F', id, "malformed spawn request", 23);
+      return;
+    }
+    fields[i] = cursor;
+    cursor += strlen(cursor) + 1;
+  }
+  uint64_t limit = strtoull(fields[0], NULL, 10);
+  const char *cgroup = fields[1], *command = fields[2], *workdir = fields[3];
+  size_t env_count = 0;
+  for (char *p = cursor; p < end; p += strlen(p) + 1) env_count++;
+  char **envp = calloc(env_count + 1, sizeof(char *));
+  if (!envp) die("calloc");
+  for (size_t i = 0; i < env_count; i++, cursor += strlen(cursor) + 1) envp[i] = cursor;
+
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  pid_t pid = -1;
+  int rc = 0;
+  const char *doing = "create pipes%s: %s";
+  const char *subject = "";
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    rc = errno;
+    goto done;
+  }
+  /* The pipes as stdio (dup2 clears close-on-exec), the workdir, and no other descriptor. */
+  posix_spawn_file_actions_adddup2(&actions, dev_null, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  if (*workdir) posix_spawn_file_actions_addchdir_np(&actions, workdir);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  if (*cgroup) {
+    subject = cgroup;
+    doing = "enter cgroup %s: %s";
+    if (!cgroup_home) {
+      rc = EINVAL; /* the daemon asks for cgroups only when it gave the helper its home */
+      goto done;
+    }
+    if ((mkdir(cgroup, 0755) != 0 && errno != EEXIST) || enter_cgroup(cgroup) != 0) {
+      rc = errno;
+      goto done;
+    }
+  }
+  char *argv[] = {"/bin/sh", "-c", (char *)command, NULL};
+  rc = posix_spawn(&pid, "/bin/sh", &actions, &spawn_attributes, argv, envp);
+  /* Back home whatever happened: the next command must not start in this one's cgroup. */
+  if (*cgroup && enter_cgroup(cgroup_home) != 0) die("cannot return to the helper's own cgroup");
+  if (rc != 0) {
+    doing = *workdir ? "spawn /bin/sh in %s: %s" : "spawn /bin/sh%s: %s";
+    subject = workdir;
+  }
+
+done:
+  posix_spawn_file_actions_destroy(&actions);
+  free(envp);
+  if (out[1] >= 0) close(out[1]);
+  if (err[1] >= 0) close(err[1]);
+  int pidfd = -1;
+  if (rc == 0 && use_pidfd) {
+    /* Not reaped yet, so the pid cannot have been reused. */
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+      /* Its exit could not be seen (out of file descriptors): the command goes, as if never started. */
+      rc = errno;
+      doing = "watch the command%s: %s";
+      subject = "";
+      kill(-pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+    }
+  }
+  if (rc != 0) {
+    if (out[0] >= 0) close(out[0]);
+    if (err[0] >= 0) close(err[0]);
+    send_error(id, doing, subject, rc);
     return;
   }
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
   if (job_count == job_capacity) {
     job_capacity = job_capacity ? job_capacity * 2 : 64;
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, shell.pid, shell.out, shell.err, shell.pidfd, 0, shell.limit, 0, 0};
-  send_int('P', id, shell.pid);
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, limit, 0, 0};
+  send_int('P', id, pid);
 }
 
 static void release_job(uint32_t id) {
   for (size_t i = 0; i < job_count; i++) {
     if (jobs[i].id == id) {
-      close_output(&jobs[i]);
+      if (jobs[i].out >= 0) close(jobs[i].out);
+      if (jobs[i].err >= 0) close(jobs[i].err);
+      jobs[i].out = jobs[i].err = -1;
       finish_if_done(i);
       return;
     }
@@ -215,12 +328,8 @@ static int read_requests(void) {
     unsigned char *frame = input + offset + 4;
     uint32_t id;
     memcpy(&id, frame + 1, 4);
-    if (frame[0] == 'S') {
-      /* The payload is used in place: it ends in the NUL the daemon puts after the last string. */
-      spawn_job(id, (char *)frame + 5, length - 5);
-    } else if (frame[0] == 'R') {
-      release_job(id);
-    }
+    if (frame[0] == 'S') spawn_job(id, (char *)frame + 5, length - 5);
+    else if (frame[0] == 'R') release_job(id);
     offset += 4 + length;
   }
   memmove(input, input + offset, input_used - offset);
@@ -279,27 +388,41 @@ static void on_sigchld(int signal_number) {
   errno = saved;
 }
 
-/* Usage: dffs-spawn [--no-pidfd]   (--no-pidfd: see exits through SIGCHLD, as without pidfds; for tests) */
+/*
+ * What every command starts with, whatever the helper has: its own session and process group (the
+ * daemon signals the group), every signal at its default action and none blocked.
+ */
+static void init_spawn_attributes(void) {
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_init(&spawn_attributes);
+  posix_spawnattr_setflags(&spawn_attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setsigdefault(&spawn_attributes, &all);
+  posix_spawnattr_setsigmask(&spawn_attributes, &none);
+}
+
 int main(int argc, char **argv) {
+  int no_pidfd = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--no-pidfd") == 0) no_pidfd = 1;
+    else if (strcmp(argv[i], "--cgroup-home") == 0 && i + 1 < argc) cgroup_home = argv[++i];
+  }
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   /*
-   * Every signal at its default and none blocked, as commands get them: the helper inherits what
-   * its parent had set. (An inherited SIG_IGN for SIGCHLD would also reap commands before their
-   * status is read.) SIGPIPE stays at its default too: it ends the helper when the daemon is gone.
+   * An inherited SIG_IGN for SIGCHLD would reap commands before their status is read. SIGPIPE at
+   * its default ends the helper when the daemon is gone.
    */
-  for (int number = 1; number < NSIG; number++) {
-    if (number != SIGKILL && number != SIGSTOP) signal(number, SIG_DFL);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL);
+  init_spawn_attributes();
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("/dev/null");
-  int probe = argc > 1 && strcmp(argv[1], "--no-pidfd") == 0 ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
+  int probe = no_pidfd ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
   use_pidfd = probe >= 0;
   if (use_pidfd) {
     close(probe);

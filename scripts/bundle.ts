@@ -22,7 +22,7 @@ interface Runtime {
   package: string;
   machine: string;
   integrity: string;
-  /** The C compiler that builds dffs-spawn (static, so any glibc will do) and dffs-spawn.node for this architecture. */
+  /** The C compiler that builds dffs-spawn (static, so any glibc will do) for this architecture. */
   cc: string;
 }
 
@@ -125,13 +125,10 @@ async function bundleFor(arch: string, runtime: Runtime, appDir: string): Promis
   chmodSync(join(runtimeDir, 'bin/node'), 0o755);
 
   if ((await execa('sh', ['-c', `command -v ${runtime.cc}`], {reject: false})).exitCode !== 0) {
-    throw new Error(`${runtime.cc} is missing: it builds the spawn helper and addon for ${arch} (apt-get install ${runtime.cc === 'gcc' ? 'gcc' : 'gcc-aarch64-linux-gnu'})`);
+    throw new Error(`${runtime.cc} is missing: it builds the spawn helper for ${arch} (apt-get install ${runtime.cc === 'gcc' ? 'gcc' : 'gcc-aarch64-linux-gnu'})`);
   }
-  // The addon is built against the bundled runtime's own headers; the helper is static.
-  const headers = join(stage, 'headers');
-  mkdirSync(headers);
-  await execa('tar', ['-xzf', await runtimeTarball(runtime), '-C', headers, '--strip-components=1', 'package/include/node']);
-  await execa(join(ROOT, 'scripts/build-native.sh'), [join(bundleDir, 'app/dist'), runtime.cc, join(headers, 'include/node'), '-static', '-s']);
+  // Static, so any glibc will do.
+  await execa(join(ROOT, 'scripts/build-native.sh'), [join(bundleDir, 'app/dist'), runtime.cc, '-static', '-s']);
   const script = readFileSync(join(ROOT, 'scripts/bundle/run-sidecar.sh'), 'utf8').replace('@MACHINE@', runtime.machine);
   writeFileSync(join(bundleDir, 'run-sidecar.sh'), script, {mode: 0o755});
   writeFileSync(join(bundleDir, `${BUNDLE_NAME}.service`), renderUnit({allowSetuid: false, stopTimeoutSeconds: stopTimeoutSeconds({})}));

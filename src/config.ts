@@ -21,6 +21,7 @@ export interface StoredConfig {
   COMMAND_TIMEOUT?: number;
   KILL_GRACE?: number;
   OUTPUT_LIMIT?: number;
+  OUTPUT_BUDGET?: number;
   BODY_LIMIT?: number;
   BODY_BUDGET?: number;
   MAX_CONNECTIONS?: number;
@@ -40,6 +41,11 @@ export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number;
   COMMAND_TIMEOUT: {default: 3600, min: 1, max: 7 * 86_400, unit: 'seconds'},
   KILL_GRACE: {default: 5, min: 0, max: 600, unit: 'seconds'},
   OUTPUT_LIMIT: {default: 10 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},
+  /**
+   * Output held in memory by all running commands together; past it, the largest holders are cut.
+   * At most 256 MiB: one command's output becomes one string, and V8's longest is just under 512 Mi characters.
+   */
+  OUTPUT_BUDGET: {default: 128 * 1024 * 1024, min: 1024 * 1024, max: 256 * 1024 * 1024, unit: 'bytes'},
   BODY_LIMIT: {default: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024, unit: 'bytes'},
   /** Request bodies held before their signature is checked, all connections together; at least BODY_LIMIT. */
   BODY_BUDGET: {default: 64 * 1024 * 1024, min: 1024 * 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},

@@ -31,13 +31,12 @@ export interface TestDaemon {
   events: SidecarEvent[];
 }
 
-/** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */
-/** How a test daemon starts commands: by default as the daemon does, through dffs-spawn.node. */
+/** How a test daemon starts commands: by default as the daemon does, through the dffs-spawn helper. */
 export interface TestSpawner {
-  spawnAddon?: string | null;
   spawnHelper?: string | null;
 }
 
+/** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */
 export async function startTestDaemon(config: StoredConfig = {}, callbackBackoffMs = 50, spawner: TestSpawner = {}): Promise<TestDaemon> {
   const configPath = writeTestConfig(tempDir(), {BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET, DRAIN_TIMEOUT: 5, ...config});
   const events: SidecarEvent[] = [];

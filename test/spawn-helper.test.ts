@@ -5,7 +5,9 @@ import {describe, it} from 'node:test';
 import type {SidecarEvent} from '../src/daemon/events.js';
 import type {ShellEvents} from '../src/daemon/runner.js';
 import {findSpawnHelper, SPAWN_HELPER_PATH, SpawnHelper} from '../src/daemon/spawn-helper.js';
-import {eventually, signedPost, startTestDaemon, TEST_SECRET} from './helpers.js';
+import {eventually, processExists, signedPost, startCallbackReceiver, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+import {existsSync} from 'node:fs';
+import {join} from 'node:path';
 
 /** The helper's pid, from the daemon's spawner event. */
 function helperPid(events: SidecarEvent[]): number {
@@ -16,13 +18,17 @@ function helperPid(events: SidecarEvent[]): number {
 
 /** Events of a command started by a SpawnHelper, ignored but for those given. */
 function shellEvents(wanted: Partial<ShellEvents>): ShellEvents {
-  return {started() {}, stdout() {}, stderr() {}, exited() {}, closed() {}, failed() {}, ...wanted};
+  return {started() {}, stdout() {}, stderr() {}, exited() {}, closed() {}, failed() {}, spawnerStopped() {}, ...wanted};
+}
+
+function newHelper(onHandlerError: (error: unknown) => void = (error) => assert.fail(String(error))): SpawnHelper {
+  return new SpawnHelper(SPAWN_HELPER_PATH, {onExit() {}, onHandlerError});
 }
 
 /** The helper run by hand: one spawn frame in, each write it makes out, as [time, frame types]. */
 async function rawWrites(command: string): Promise<{at: number; types: string}[]> {
   const helper = spawn(SPAWN_HELPER_PATH, [], {env: {}, stdio: ['pipe', 'pipe', 'inherit']});
-  const payload = Buffer.from(`1024\0${command}\0\0PATH=/usr/bin:/bin\0`);
+  const payload = Buffer.from(`1024\0\0${command}\0\0PATH=/usr/bin:/bin\0`);
   const header = Buffer.alloc(9);
   header.writeUInt32LE(5 + payload.length, 0);
   header.write('S', 4, 'latin1');
@@ -44,7 +50,7 @@ describe('the dffs-spawn helper', async () => {
     assert.equal(findSpawnHelper(), SPAWN_HELPER_PATH, `${SPAWN_HELPER_PATH} is missing: run npm run build (it needs a C compiler)`);
   });
 
-  const {url, events} = await startTestDaemon({}, 50, {spawnAddon: null});
+  const {url, events} = await startTestDaemon();
 
   it('starts commands, and the daemon says so', async () => {
     const started = events.find((event) => event.type === 'spawner');
@@ -82,11 +88,11 @@ describe('the dffs-spawn helper', async () => {
   });
 
   it('is told to release a command only while it has not finished with it', async () => {
-    const helper = new SpawnHelper(SPAWN_HELPER_PATH, () => {});
+    const helper = newHelper();
     try {
-      await new Promise<void>((resolve) => helper.spawn('true', undefined, {}, 1024, shellEvents({closed: () => resolve()})));
+      await new Promise<void>((resolve) => helper.spawn('true', undefined, {}, 1024, undefined, shellEvents({closed: () => resolve()})));
       assert.equal(helper.release(1), false, 'a closed command is not released');
-      const pid = await new Promise<number>((resolve) => helper.spawn('sleep 30', undefined, {}, 1024, shellEvents({started: resolve})));
+      const pid = await new Promise<number>((resolve) => helper.spawn('sleep 30', undefined, {}, 1024, undefined, shellEvents({started: resolve})));
       assert.equal(helper.release(2), true, 'a running command is released');
       assert.equal(helper.release(2), false, 'once');
       process.kill(-pid, 'SIGKILL');
@@ -96,25 +102,68 @@ describe('the dffs-spawn helper', async () => {
   });
 
   it('reports a command it cannot start, naming the cause', async () => {
-    const helper = new SpawnHelper(SPAWN_HELPER_PATH, () => {});
-    const error = await new Promise<Error>((resolve) => helper.spawn('pwd', '/no/such/directory', {}, 1024, shellEvents({failed: resolve})));
+    const helper = newHelper();
+    const error = await new Promise<Error>((resolve) => helper.spawn('pwd', '/no/such/directory', {}, 1024, undefined, shellEvents({failed: resolve})));
     assert.match(error.message, /spawn \/bin\/sh in \/no\/such\/directory: No such file or directory/);
     helper.close();
   });
 
-  it('is replaced by Node\'s own spawning if it dies soon after start, and commands go on', async () => {
-    const {url: otherUrl, events: otherEvents} = await startTestDaemon({}, 50, {spawnAddon: null});
+  it('ends the commands of a helper that dies, says so in the reply and the callback, and starts a new helper', async () => {
+    const {url: otherUrl, events: otherEvents} = await startTestDaemon({}, 50);
+    const receiver = await startCallbackReceiver();
+    const marker = join(tempDir(), 'marker');
     const pid = helperPid(otherEvents);
-    const running = signedPost(otherUrl, {command: 'sleep 30'});
-    await eventually(() => otherEvents.some((event) => event.type === 'command-started') || undefined, 5000, 'the command to start');
+    const waiting = signedPost(otherUrl, {command: `sleep 4; echo ran > ${marker}`, timeout: 2});
+    await signedPost(otherUrl, {command: `sleep 4; echo ran >> ${marker}`, wait: false, callbackURL: receiver.url});
+    const started = await eventually(() => {
+      const pids = otherEvents.flatMap((event) => (event.type === 'command-started' ? [event.pid] : []));
+      return pids.length === 2 ? pids : undefined;
+    }, 5000, 'both commands to start');
     process.kill(pid, 'SIGKILL');
-    const res = await running;
-    assert.equal(res.status, 500);
-    assert.match(res.json.message, /the spawn helper stopped/);
-    const fallback = otherEvents.find((event) => event.type === 'spawner' && event.spawner === 'node');
-    assert.ok(fallback?.type === 'spawner' && fallback.reason?.includes('SIGKILL'), 'a spawner event with the reason');
+    const res = await waiting;
+    assert.equal(res.status, 200);
+    assert.deepEqual([res.json.data.ended, res.json.data.signal, res.json.data.exitCode], ['spawner-stopped', 'SIGKILL', null]);
+    assert.match(res.json.data.stderr, /sidecar: ended: the spawner stopped \(.*SIGKILL/);
+    const [callback] = await receiver.waitFor(1);
+    assert.equal(callback.headers['x-sidecar-ended'], 'spawner-stopped');
+    assert.match(JSON.parse(callback.body).kwargs.stderr, /ended: the spawner stopped/);
+    await eventually(() => (started.every((commandPid) => !processExists(commandPid)) ? true : undefined), 3000, 'the commands to be gone');
+    const next = helperPid(otherEvents);
+    assert.notEqual(next, pid, 'a new helper');
+    const served = await signedPost(otherUrl, {command: 'echo $PPID'});
+    assert.equal(Number(served.json.data.stdout), next, 'the next request is served by the new helper');
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    assert.ok(!existsSync(marker), 'neither command ran on after its helper died');
+    assert.ok(otherEvents.some((event) => event.type === 'command-finished' && event.ended === 'spawner-stopped' && event.level === 'warn'));
+  });
+
+  it('gives up a helper that keeps dying at start for Node\'s child_process, and says so at warn level', async () => {
+    const {url: otherUrl, events: otherEvents} = await startTestDaemon({}, 50, {spawnHelper: '/bin/false'});
+    const fallback = await eventually(() => otherEvents.find((event) => event.type === 'spawner' && event.spawner === 'node'), 5000, 'the fallback');
+    assert.ok(fallback.type === 'spawner' && /stopped 3 times within 1000 ms of its start/.test(fallback.reason ?? ''));
+    assert.equal(fallback.level, 'warn');
     assert.equal((await signedPost(otherUrl, {command: 'echo still here'})).json.data.stdout, 'still here\n');
-    const orphan = otherEvents.find((event) => event.type === 'command-started');
-    if (orphan?.type === 'command-started') process.kill(-orphan.pid, 'SIGKILL');
+  });
+
+  it('reports an exception thrown by a command\'s handler, and goes on with the others', async () => {
+    const errors: unknown[] = [];
+    const helper = newHelper((error) => errors.push(error));
+    try {
+      const thrower = shellEvents({
+        stdout() {
+          throw new Error('handler bug');
+        },
+      });
+      helper.spawn('echo boom', undefined, {}, 1024, undefined, thrower);
+      const output = await new Promise<string>((resolve) => {
+        let text = '';
+        helper.spawn('echo fine', undefined, {}, 1024, undefined, shellEvents({stdout: (chunk) => (text += chunk), closed: () => resolve(text)}));
+      });
+      assert.equal(output, 'fine\n');
+      await eventually(() => (errors.length > 0 ? true : undefined), 2000, 'the error to be reported');
+      assert.match(String(errors[0]), /handler bug/);
+    } finally {
+      helper.close();
+    }
   });
 });

@@ -13,9 +13,9 @@ import {Listener, type ListenerStatus} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
 import {ReplayJournal} from './replay-journal.js';
 import {answerAndLinger, BodyBudget, readBody} from './request-body.js';
-import {runCommand, type CommandResult, type RunningCommand, type Spawner} from './runner.js';
+import {CommandCgroups} from './command-cgroups.js';
+import {OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
-import {SPAWN_ADDON_PATH, SpawnAddon} from './spawn-addon.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
@@ -27,16 +27,17 @@ export interface DaemonOptions {
   /** First callback retry delay in ms (tests shorten it). */
   callbackBackoffMs?: number;
   historySize?: number;
-  /** dffs-spawn.node, to start commands with: default, the one beside the program; null, none (the helper instead). */
-  spawnAddon?: string | null;
-  /** The dffs-spawn helper, for commands that come while others run (all, without the addon): default, the one beside the program; null, none. */
+  /** The dffs-spawn helper: default, the one beside the program; null, none (Node's child_process). */
   spawnHelper?: string | null;
+  /** Per-command cgroups (the service's delegated cgroup): default, found from the environment; null, none. */
+  commandCgroups?: CommandCgroups | null;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
 }
 
-/** A helper that stops sooner than this after its start is not restarted: commands fork from Node instead. */
-const HELPER_RESTART_AFTER_MS = 5000;
+/** Helpers that stop this soon after their start, this many times in a row, are given up for Node's child_process. */
+const HELPER_QUICK_EXIT_MS = 1000;
+const HELPER_QUICK_EXITS = 3;
 
 interface Job {
   id: string;
@@ -125,13 +126,14 @@ function replyWithResult(res: ServerResponse, jobId: string, result: CommandResu
     sendJson(res, 500, {ok: false, message: result.error, data: {jobId}});
     return;
   }
-  const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs} = result;
+  const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, ended} = result;
+  const outcome = {exitCode, signal, timedOut, truncated, durationMs, ...(ended ? {ended} : {}), jobId};
   // Most output is short: one JSON.stringify, as for any other reply, in the same write as the headers.
   if (isShortString(stdout) && isShortString(stderr)) {
-    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, jobId}});
+    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, ...outcome}});
     return;
   }
-  const rest = JSON.stringify({exitCode, signal, timedOut, truncated, durationMs, jobId}).slice(1);
+  const rest = JSON.stringify(outcome).slice(1);
   sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
 }
 
@@ -168,8 +170,10 @@ export class Daemon {
   readonly #callbackAbort = new AbortController();
   readonly #idleWaiters = new Set<() => void>();
   readonly #baseEnv: Record<string, string>;
-  #addon: SpawnAddon | undefined;
   #helper: SpawnHelper | undefined;
+  #helperQuickExits = 0;
+  readonly #outputBudget: OutputBudget;
+  readonly #cgroups: CommandCgroups | undefined;
   readonly #runningFile: RunningFile | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -179,6 +183,8 @@ export class Daemon {
   ) {
     this.#settings = settings;
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
+    this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
+    this.#cgroups = options.commandCgroups === null ? undefined : (options.commandCgroups ?? CommandCgroups.detect());
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
     const user = userInfo();
@@ -211,7 +217,7 @@ export class Daemon {
     }
     const now = Math.floor(Date.now() / 1000);
     daemon.#replayJournal?.load(daemon.#replay, now - settings.TIMESTAMP_TOLERANCE, now);
-    daemon.#startSpawner();
+    daemon.#startHelper();
     daemon.#applyBinds();
     await Promise.all([...daemon.#listeners.values()].map((listener) => listener.ready));
     const statuses = daemon.listenerStatus();
@@ -275,6 +281,7 @@ export class Daemon {
     );
     this.#settings = next;
     this.#bodyBudget.total = next.BODY_BUDGET;
+    this.#outputBudget.total = next.OUTPUT_BUDGET;
     if (!this.#stopping) this.#applyBinds();
     const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
@@ -310,52 +317,33 @@ export class Daemon {
   }
 
   /**
-   * dffs-spawn.node, and the dffs-spawn helper beside it (or in its place, when the addon is
-   * missing or cannot be loaded). Neither: Node's child_process.
+   * The dffs-spawn helper, started again at once when it stops; Node's child_process where it
+   * cannot run (missing, or stopping as soon as it starts), which the log says at warn level.
    */
-  #startSpawner(): void {
-    const addonPath = this.options.spawnAddon === null ? undefined : (this.options.spawnAddon ?? SPAWN_ADDON_PATH);
-    let reason: string | undefined;
-    if (addonPath !== undefined && fs.existsSync(addonPath)) {
-      try {
-        this.#addon = new SpawnAddon(addonPath);
-        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn.node', path: addonPath});
-      } catch (error) {
-        reason = `cannot use ${addonPath}: ${(error as Error).message}`;
-      }
-    }
-    this.#startHelper(reason);
-  }
-
   #startHelper(reason?: string): void {
     const path = this.options.spawnHelper === null ? undefined : (this.options.spawnHelper ?? findSpawnHelper());
     if (path === undefined) {
-      if (!this.#addon) this.bus.emit({type: 'spawner', spawner: 'node', ...(reason ? {reason} : {})});
+      this.bus.emit({type: 'spawner', spawner: 'node', reason: reason ?? 'no dffs-spawn helper beside the program (no C compiler at build time?): commands fork the daemon'});
       return;
     }
-    const startedAt = Date.now();
-    const helper = new SpawnHelper(path, (exitReason) => {
-      this.#helper = undefined;
-      if (this.#stopping) return;
-      if (Date.now() - startedAt >= HELPER_RESTART_AFTER_MS) {
-        this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, reason: `restarted: ${exitReason}`});
-        this.#startHelper();
-      } else {
-        this.bus.emit({type: 'spawner', spawner: this.#addon ? 'dffs-spawn.node' : 'node', reason: exitReason});
-      }
+    const helper = new SpawnHelper(path, {
+      cgroupHome: this.#cgroups?.home,
+      onExit: (exitReason) => this.#helperExited(helper, exitReason),
+      onHandlerError: (error) => this.bus.emit({type: 'internal-error', where: 'spawner event', error: (error as Error)?.stack ?? String(error)}),
     });
     this.#helper = helper;
-    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(reason ? {reason} : {})});
+    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(this.#cgroups ? {cgroups: this.#cgroups.home} : {}), ...(reason ? {reason} : {})});
   }
 
-  /**
-   * The addon's vfork holds the event loop until the command's exec, about 0.1 ms: the quickest
-   * start for a command alone, but with others running, the helper process starts it alongside
-   * the loop (c=32: 1,343 against 1,238 req/s, README Performance).
-   */
-  #spawnerForNext(): Spawner | undefined {
-    const helper = this.#helper?.alive ? this.#helper : undefined;
-    return this.#addon && (!helper || this.#running.size === 0) ? this.#addon : helper;
+  #helperExited(helper: SpawnHelper, reason: string): void {
+    if (this.#helper === helper) this.#helper = undefined;
+    if (this.#stopping) return;
+    this.#helperQuickExits = Date.now() - helper.startedAt < HELPER_QUICK_EXIT_MS ? this.#helperQuickExits + 1 : 0;
+    if (this.#helperQuickExits >= HELPER_QUICK_EXITS) {
+      this.bus.emit({type: 'spawner', spawner: 'node', reason: `${helper.path} stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms of its start (${reason}): commands fork the daemon`});
+      return;
+    }
+    this.#startHelper(`the previous helper stopped: ${reason}`);
   }
 
   #refuse(req: IncomingMessage, res: ServerResponse, refusal: Refusal, headers: Record<string, string> = {}): void {
@@ -568,8 +556,10 @@ export class Daemon {
         timeoutMs: (job.request.timeoutSeconds ?? settings.COMMAND_TIMEOUT) * 1000,
         killGraceMs: settings.KILL_GRACE * 1000,
         outputLimit: settings.OUTPUT_LIMIT,
+        outputBudget: this.#outputBudget,
+        ...(this.#cgroups ? {cgroup: this.#cgroups.pathFor(job.id)} : {}),
       },
-      this.#spawnerForNext(),
+      this.#helper,
       {
         onStarted: (pid) => {
           this.bus.emit({type: 'command-started', jobId: job.id, pid});
@@ -590,6 +580,7 @@ export class Daemon {
     // Everything but the output, which is never logged.
     const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
     this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
+    if (this.#cgroups) this.#cgroups.remove(this.#cgroups.pathFor(job.id));
     if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
     const next = this.#queue.shift();
     if (next) this.#start(next);
@@ -603,6 +594,7 @@ export class Daemon {
       'X-Sidecar-Exit-Code': result.exitCode === null ? '' : String(result.exitCode),
       'X-Sidecar-Signal': result.signal ?? '',
       'X-Sidecar-Timed-Out': String(result.timedOut),
+      ...(result.ended ? {'X-Sidecar-Ended': result.ended} : {}),
       'X-Sidecar-Truncated': String(result.truncated),
       'X-Sidecar-Duration-Ms': String(result.durationMs),
     };
@@ -695,6 +687,7 @@ export class Daemon {
     for (const listener of listeners) listener.server.closeAllConnections();
     await closed;
     this.#helper?.close();
+    this.#cgroups?.close();
     this.#runningFile?.writeNow();
     this.#replayJournal?.close();
     this.bus.emit({type: 'stopped'});

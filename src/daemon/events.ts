@@ -6,7 +6,8 @@ export type SidecarEventBody =
   | {type: 'bind-failed'; address: string; error: string}
   | {type: 'bind-closed'; address: string}
   | {type: 'control-socket'; path: string; error?: string}
-  | {type: 'spawner'; spawner: 'dffs-spawn.node' | 'dffs-spawn' | 'node'; path?: string; pid?: number; reason?: string}
+  | {type: 'spawner'; spawner: 'dffs-spawn' | 'node'; path?: string; pid?: number; cgroups?: string; reason?: string}
+  | {type: 'internal-error'; where: string; error: string}
   | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
   | {
       type: 'request-accepted';
@@ -32,6 +33,7 @@ export type SidecarEventBody =
       stderrBytes: number;
       truncated: boolean;
       error?: string;
+      ended?: 'spawner-stopped';
     }
   | {type: 'callback-delivered'; jobId: string; attempt: number; status: number; durationMs: number}
   | {type: 'callback-failed'; jobId: string; attempt: number; error: string; retryInMs?: number}
@@ -71,10 +73,11 @@ const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
   'commands-abandoned': 'error',
   'commands-lost': 'error',
   'replay-journal-failed': 'error',
+  'internal-error': 'error',
 };
 
 export function levelOf(event: SidecarEventBody): EventLevel {
-  if (event.type === 'command-finished' && (event.timedOut || event.error)) return 'warn';
+  if (event.type === 'command-finished' && (event.timedOut || event.error || event.ended)) return 'warn';
   if (event.type === 'callback-failed' && event.retryInMs === undefined) return 'error';
   if (event.type === 'control-socket' && event.error) return 'warn';
   if (event.type === 'spawner' && event.reason) return 'warn';

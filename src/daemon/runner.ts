@@ -1,10 +1,11 @@
-// Commands start through dffs-spawn.node or the dffs-spawn helper (both vfork) when one is there,
-// and otherwise through node:child_process, whose fork() of the whole daemon blocks the event loop
-// for about 1 ms per command (bench/results). Even that is cheaper than execa: measured on this
-// project's 2-core machines (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn
-// and 355/s with execa 9.
+// Commands start through the dffs-spawn helper (posix_spawn) when it is there, and otherwise
+// through node:child_process, whose fork() of the whole daemon blocks the event loop for about
+// 1 ms per command (bench/results). Even that is cheaper than execa: measured on this project's
+// 2-core machines (Node 20.20, 2026-11-24), `/bin/sh -c hostname` ran 466/s with spawn and 355/s
+// with execa 9.
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import type {Readable} from 'node:stream';
+import {fs} from '../node-builtins.js';
 
 export interface CommandSpec {
   command: string;
@@ -14,6 +15,10 @@ export interface CommandSpec {
   killGraceMs: number;
   /** Bytes kept of stdout, and again of stderr. */
   outputLimit: number;
+  /** The output held in memory by every running command together. */
+  outputBudget: OutputBudget;
+  /** The command's own cgroup (a directory in the cgroup v2 tree), where the service has one to give. */
+  cgroup?: string;
 }
 
 export interface CommandResult {
@@ -28,12 +33,14 @@ export interface CommandResult {
   stderrBytes: number;
   /** Set when the command could not be started at all. */
   error?: string;
+  /** Set when the command started and was ended by the daemon for a reason other than its timeout. */
+  ended?: 'spawner-stopped';
 }
 
 export interface RunningCommand {
   /** Known once the command has started. */
   readonly pid: number | undefined;
-  /** Signals the command's whole process group. */
+  /** Signals the command's whole process group; SIGKILL ends its cgroup too, where it has one. */
   kill(signal: NodeJS.Signals): void;
 }
 
@@ -47,13 +54,59 @@ export interface CommandHooks {
 /** How long output is still read after the shell exits, for a child that keeps the pipe open. */
 const OUTPUT_GRACE_MS = 200;
 
-/** Keeps the first `limit` bytes of a stream and counts the rest. */
-class CappedOutput {
+/**
+ * The output that running commands hold in memory, all together. Past it, output is counted and
+ * not kept, and the largest holders give back the end of what they kept, so that a command that
+ * prints little still gets its output whole while one that prints hundreds of megabytes is cut.
+ */
+export class OutputBudget {
+  #held = 0;
+  readonly #holders = new Set<CappedOutput>();
+
+  constructor(public total: number) {}
+
+  get held(): number {
+    return this.#held;
+  }
+
+  /** How many of `wanted` more bytes `output` may keep. */
+  grant(output: CappedOutput, wanted: number): number {
+    this.#holders.add(output);
+    let free = this.total - this.#held;
+    while (free < wanted) {
+      let largest = output;
+      for (const holder of this.#holders) if (holder.kept > largest.kept) largest = holder;
+      // Room is taken only from a holder that would still keep more than this one.
+      const spare = largest.kept - (output.kept + wanted);
+      if (largest === output || spare <= 0) break;
+      const taken = largest.shrink(Math.min(spare, wanted - free));
+      this.#held -= taken;
+      free += taken;
+    }
+    const granted = Math.max(0, Math.min(wanted, free));
+    this.#held += granted;
+    return granted;
+  }
+
+  release(output: CappedOutput): void {
+    if (this.#holders.delete(output)) this.#held -= output.kept;
+  }
+}
+
+/** Keeps the first `limit` bytes of a stream, within the shared budget, and counts the rest. */
+export class CappedOutput {
   readonly #chunks: Buffer[] = [];
   #kept = 0;
   total = 0;
 
-  constructor(readonly limit: number) {}
+  constructor(
+    readonly limit: number,
+    private readonly budget: OutputBudget,
+  ) {}
+
+  get kept(): number {
+    return this.#kept;
+  }
 
   get truncated(): boolean {
     return this.total > this.#kept;
@@ -61,15 +114,38 @@ class CappedOutput {
 
   push(chunk: Buffer): void {
     this.total += chunk.length;
-    const room = this.limit - this.#kept;
+    const room = Math.min(this.limit - this.#kept, chunk.length);
     if (room <= 0) return;
-    const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
-    this.#chunks.push(kept);
-    this.#kept += kept.length;
+    const granted = this.budget.grant(this, room);
+    if (granted <= 0) return;
+    this.#chunks.push(granted === chunk.length ? chunk : chunk.subarray(0, granted));
+    this.#kept += granted;
   }
 
-  text(): string {
-    return Buffer.concat(this.#chunks, this.#kept).toString('utf8');
+  /** Gives back up to `bytes` from the end of what is kept; returns how many. */
+  shrink(bytes: number): number {
+    let left = Math.min(bytes, this.#kept);
+    const given = left;
+    while (left > 0) {
+      const last = this.#chunks[this.#chunks.length - 1];
+      if (last.length <= left) {
+        this.#chunks.pop();
+        left -= last.length;
+      } else {
+        this.#chunks[this.#chunks.length - 1] = last.subarray(0, last.length - left);
+        left = 0;
+      }
+    }
+    this.#kept -= given;
+    return given;
+  }
+
+  /** The kept bytes as text; they leave the budget. */
+  take(): string {
+    const text = Buffer.concat(this.#chunks, this.#kept).toString('utf8');
+    this.budget.release(this);
+    this.#chunks.length = 0;
+    return text;
   }
 }
 
@@ -83,21 +159,32 @@ function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** SIGKILLs sent back to back, then again after a pause while the group is not empty, for up to a minute. */
-const KILLS_PER_ROUND = 1000;
-const KILL_ROUND_MS = 20;
-const KILL_ROUNDS = 3000;
+/** SIGKILLs sent back to back, then again after a pause while the group is not empty, for up to 2 s. */
+const KILLS_PER_ROUND = 100;
+const KILL_ROUND_MS = 100;
+const KILL_ROUNDS = 20;
 
 /**
  * SIGKILLs a process group until it is empty. One kill is not enough for a fork bomb: members
  * forked while the kernel walks the group escape it and fork again, so the kills come back to
- * back, before the survivors can. A group of zombies waiting to be reaped takes a few rounds.
+ * back, before the survivors can. Bounded, and stopped at the first sign of an empty group: once
+ * it is empty its id may be given to another process's group.
  */
 function killGroupUntilEmpty(pid: number, roundsLeft = KILL_ROUNDS): void {
   for (let kill = 0; kill < KILLS_PER_ROUND; kill++) {
     if (!signalGroup(pid, 'SIGKILL')) return;
   }
   if (roundsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, roundsLeft - 1), KILL_ROUND_MS).unref();
+}
+
+/** Ends every process in a cgroup, those that left the command's process group or session included. */
+export function killCgroup(cgroup: string): boolean {
+  try {
+    fs.writeFileSync(`${cgroup}/cgroup.kill`, '1');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -109,26 +196,30 @@ export interface ShellEvents {
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
   exited(code: number | null, signal: NodeJS.Signals | null): void;
-  /** The output is at its end. Totals come from a native spawner, which passes on only the kept part but counts it all. */
+  /** The output is at its end. Totals come from the helper, which passes on only the kept part but counts it all. */
   closed(totals?: {stdout: number; stderr: number}): void;
+  /** The command could not be started. */
   failed(error: Error): void;
+  /** The spawner stopped while the command ran (or before it reported the start): the command must end. */
+  spawnerStopped(reason: string): void;
 }
 
-/** dffs-spawn.node (SpawnAddon) or the dffs-spawn helper (SpawnHelper). */
+/** The dffs-spawn helper (SpawnHelper). */
 export interface Spawner {
   readonly alive: boolean;
   /**
-   * Starts `/bin/sh -c command` and reports it to `events`, from a later turn; of each output
-   * stream, only the first outputLimit bytes are passed on. Returns the command's id, for release().
+   * Starts `/bin/sh -c command` (in `cgroup`, if given) and reports it to `events`, from a later
+   * turn; of each output stream, only the first outputLimit bytes are passed on. Returns the
+   * command's id, for release().
    */
-  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, events: ShellEvents): number;
+  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, cgroup: string | undefined, events: ShellEvents): number;
   /** Nothing more is wanted of a command: reading its output stops. */
   release(id: number): boolean;
 }
 
 type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
 
-/** Node's own spawning, reported as ShellEvents: for hosts without a native spawner, or after the helper died. */
+/** Node's own spawning, reported as ShellEvents: for hosts where the helper cannot run. */
 function spawnWithNode(spec: CommandSpec, events: ShellEvents): NodeChild {
   const child = spawn('/bin/sh', ['-c', spec.command], {
     cwd: spec.workdir,
@@ -159,6 +250,7 @@ class CommandRun implements ShellEvents, RunningCommand {
   #nodeChild: NodeChild | undefined;
   #exit: {code: number | null; signal: NodeJS.Signals | null} | undefined;
   #timedOut = false;
+  #ended: CommandResult['ended'];
   #settled = false;
   /** A signal asked for before the pid is known, sent when it is. */
   #pendingSignal: NodeJS.Signals | undefined;
@@ -170,23 +262,24 @@ class CommandRun implements ShellEvents, RunningCommand {
     private readonly spec: CommandSpec,
     private readonly hooks: CommandHooks,
   ) {
-    this.#stdout = new CappedOutput(spec.outputLimit);
-    this.#stderr = new CappedOutput(spec.outputLimit);
+    this.#stdout = new CappedOutput(spec.outputLimit, spec.outputBudget);
+    this.#stderr = new CappedOutput(spec.outputLimit, spec.outputBudget);
   }
 
   start(spawner: Spawner | undefined): void {
     const {spec} = this;
     if (spawner?.alive) {
       this.#spawner = spawner;
-      this.#spawnerId = spawner.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, this);
+      this.#spawnerId = spawner.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, spec.cgroup, this);
     } else {
       this.#nodeChild = spawnWithNode(spec, this);
     }
     this.#timeoutTimer = setTimeout(() => this.#timeOut(), spec.timeoutMs);
   }
 
-  /** Signals the command's whole process group. */
+  /** Signals the command's whole process group; SIGKILL ends its cgroup too, where it has one. */
   kill(signal: NodeJS.Signals): void {
+    if (signal === 'SIGKILL' && this.spec.cgroup) killCgroup(this.spec.cgroup);
     if (this.pid === undefined) this.#pendingSignal = signal;
     else if (signal === 'SIGKILL') killGroupUntilEmpty(this.pid);
     else signalGroup(this.pid, signal);
@@ -228,13 +321,22 @@ class CommandRun implements ShellEvents, RunningCommand {
     this.#finish(`cannot start the command: ${error.message}`);
   }
 
+  spawnerStopped(reason: string): void {
+    if (this.#settled) return;
+    this.#ended = 'spawner-stopped';
+    // The helper no longer reaps the command or reads its output: the command goes, now.
+    this.kill('SIGKILL');
+    this.#finish(undefined, `ended: the spawner stopped (${reason})`);
+  }
+
   #timeOut(): void {
     this.#timedOut = true;
     this.kill('SIGTERM');
     this.#killTimer = setTimeout(() => this.kill('SIGKILL'), this.spec.killGraceMs);
   }
 
-  #finish(error?: string): void {
+  /** `error`: the command never started; `note`: why it ended, for its stderr. */
+  #finish(error?: string, note?: string): void {
     if (this.#settled) return;
     this.#settled = true;
     clearTimeout(this.#timeoutTimer);
@@ -250,24 +352,29 @@ class CommandRun implements ShellEvents, RunningCommand {
     const stdout = this.#stdout;
     const stderr = this.#stderr;
     const exit = this.#exit;
+    const said = error ?? note;
+    const truncated = stdout.truncated || stderr.truncated;
+    const stdoutText = stdout.take();
+    const stderrText = stderr.take();
     this.hooks.onFinished({
-      stdout: stdout.text(),
-      stderr: error ? `${stderr.text()}sidecar: ${error}\n` : stderr.text(),
+      stdout: stdoutText,
+      stderr: said ? `${stderrText}sidecar: ${said}\n` : stderrText,
       exitCode: exit?.code ?? null,
-      signal: exit?.signal ?? null,
+      signal: exit?.signal ?? (this.#ended ? 'SIGKILL' : null),
       timedOut: this.#timedOut,
-      truncated: stdout.truncated || stderr.truncated,
+      truncated,
       durationMs: Math.round(performance.now() - this.#startedAt),
       stdoutBytes: stdout.total,
       stderrBytes: stderr.total,
       ...(error ? {error} : {}),
+      ...(this.#ended ? {ended: this.#ended} : {}),
     });
   }
 }
 
 /**
- * Runs a command with `/bin/sh -c` in its own process group (its own session), through the native
- * spawner when one is given and alive.
+ * Runs a command with `/bin/sh -c` in its own process group (its own session), through the helper
+ * when one is given and alive.
  */
 export function runCommand(spec: CommandSpec, spawner: Spawner | undefined, hooks: CommandHooks): RunningCommand {
   const run = new CommandRun(spec, hooks);

@@ -20,9 +20,18 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
   }
 }
 
+export interface SpawnHelperOptions {
+  /** The helper's own cgroup, to start commands in cgroups of their own below it. */
+  cgroupHome?: string;
+  /** Called when the helper has gone, after each of its commands was told. */
+  onExit(reason: string): void;
+  /** An exception thrown while a command's events were handled: reported, never the daemon's end. */
+  onHandlerError(error: unknown): void;
+}
+
 /**
  * The daemon's side of dffs-spawn (native/dffs-spawn.c): one long-lived helper that starts
- * commands with vfork, so starting one does not fork the daemon. It runs with an empty
+ * commands with posix_spawn, so starting one does not fork the daemon. It runs with an empty
  * environment: each command gets exactly the variables the daemon passes.
  */
 export class SpawnHelper implements Spawner {
@@ -33,8 +42,14 @@ export class SpawnHelper implements Spawner {
   #pending: Buffer = Buffer.alloc(0);
   #exited = false;
 
-  constructor(readonly path: string, private readonly onExit: (reason: string) => void) {
-    this.#process = spawn(path, [], {env: {}, stdio: ['pipe', 'pipe', 'pipe']});
+  readonly startedAt = Date.now();
+
+  constructor(
+    readonly path: string,
+    private readonly options: SpawnHelperOptions,
+  ) {
+    const args = options.cgroupHome ? ['--cgroup-home', options.cgroupHome] : [];
+    this.#process = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe']});
     this.#process.stdout.on('data', (chunk: Buffer) => this.#receive(chunk));
     this.#process.stderr.setEncoding('utf8');
     let stderr = '';
@@ -52,10 +67,10 @@ export class SpawnHelper implements Spawner {
     return !this.#exited;
   }
 
-  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, events: ShellEvents): number {
+  spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, cgroup: string | undefined, events: ShellEvents): number {
     const id = this.#nextId++;
     // The frame goes first: the helper's answers come in a later turn.
-    this.#send('S', id, encodeSpawnRequest(command, workdir, env, outputLimit));
+    this.#send('S', id, encodeSpawnRequest(command, workdir, env, outputLimit, cgroup));
     this.#commands.set(id, events);
     return id;
   }
@@ -72,6 +87,7 @@ export class SpawnHelper implements Spawner {
 
   /** Ends the helper; the commands it started go on, as with a daemon that stops. */
   close(): void {
+    this.#commands.clear();
     this.#process.stdin.end();
   }
 
@@ -92,7 +108,11 @@ export class SpawnHelper implements Spawner {
     while (data.length >= 4) {
       const length = data.readUInt32LE(0);
       if (data.length < 4 + length) break;
-      this.#dispatch(String.fromCharCode(data[4]), data.readUInt32LE(5), data.subarray(9, 4 + length));
+      try {
+        this.#dispatch(String.fromCharCode(data[4]), data.readUInt32LE(5), data.subarray(9, 4 + length));
+      } catch (error) {
+        this.options.onHandlerError(error);
+      }
       data = data.subarray(4 + length);
     }
     this.#pending = data;
@@ -127,12 +147,22 @@ export class SpawnHelper implements Spawner {
     }
   }
 
+  /**
+   * The helper is gone: its commands can no longer be reaped or read, and each is told, to be
+   * ended and answered for; then the daemon may start another helper.
+   */
   #fail(reason: string): void {
     if (this.#exited) return;
     this.#exited = true;
     const stopped = [...this.#commands.values()];
     this.#commands.clear();
-    for (const events of stopped) events.failed(new Error(`the spawn helper stopped: ${reason}`));
-    this.onExit(reason);
+    for (const events of stopped) {
+      try {
+        events.spawnerStopped(reason);
+      } catch (error) {
+        this.options.onHandlerError(error);
+      }
+    }
+    this.options.onExit(reason);
   }
 }

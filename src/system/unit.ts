@@ -15,7 +15,6 @@ export interface UnitOptions {
  */
 const ALWAYS = [
   ['ProtectSystem', 'full', '/usr, /boot and /etc read-only: dffs cannot write there anyway'],
-  ['ProtectControlGroups', 'yes', 'the cgroup tree is read-only'],
   ['PrivateMounts', 'yes', 'mounts made by commands stay inside the service'],
   ['PrivateIPC', 'yes', 'SysV IPC and POSIX queues are the service\'s own'],
   ['RemoveIPC', 'yes', 'IPC objects of dffs go when it stops'],
@@ -78,6 +77,11 @@ RuntimeDirectoryMode=0750
 StateDirectory=${SERVICE_NAME}
 WorkingDirectory=${STATE_DIR}
 Environment=NODE_ENV=production
+# Each command in a cgroup of its own below the service's, so that a timeout ends all it started,
+# also what left its process group (setsid, daemons), with cgroup.kill. (This is why the cgroup
+# tree is not read-only: ProtectControlGroups= would take the delegated subtree away too.)
+Delegate=yes
+Environment=DFFS_DELEGATED_CGROUP=1
 
 ${directives(ALWAYS)}
 ${options.allowSetuid ? '# --allow-setuid: no seccomp-based directives, so sudo works in commands.' : directives(NO_ESCALATION)}
