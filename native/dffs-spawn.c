@@ -246,7 +246,8 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
       goto done;
     }
   }
-  char *argv[] = {"/bin/sh", "-c", (char *)command, NULL};
+  /* `--`: a command that starts with a dash is a command, not an option of the shell. */
+  char *argv[] = {"/bin/sh", "-c", "--", (char *)command, NULL};
   rc = posix_spawn(&pid, "/bin/sh", &actions, &spawn_attributes, argv, envp);
   /* Back home whatever happened: the next command must not start in this one's cgroup. */
   if (*cgroup && enter_cgroup(cgroup_home) != 0) die("cannot return to the helper's own cgroup");

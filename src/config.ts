@@ -45,7 +45,7 @@ export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number;
    * Output held in memory by all running commands together; past it, the largest holders are cut.
    * At most 256 MiB: one command's output becomes one string, and V8's longest is just under 512 Mi characters.
    */
-  OUTPUT_BUDGET: {default: 128 * 1024 * 1024, min: 1024 * 1024, max: 256 * 1024 * 1024, unit: 'bytes'},
+  OUTPUT_BUDGET: {default: 64 * 1024 * 1024, min: 1024 * 1024, max: 256 * 1024 * 1024, unit: 'bytes'},
   BODY_LIMIT: {default: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024, unit: 'bytes'},
   /** Request bodies held before their signature is checked, all connections together; at least BODY_LIMIT. */
   BODY_BUDGET: {default: 64 * 1024 * 1024, min: 1024 * 1024, max: 1024 * 1024 * 1024, unit: 'bytes'},

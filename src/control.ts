@@ -60,8 +60,8 @@ export function privateDirectoryProblem(path: string, uid = process.getuid?.() ?
   } catch (error) {
     return `cannot use ${path}: ${(error as Error).message}`;
   }
-  if (!info.isDirectory()) return `${path} is not a directory (a link or file put there by someone else?): remove it`;
-  if (info.uid !== uid) return `${path} belongs to user ${info.uid}, not to you (${uid}): remove it, or set XDG_RUNTIME_DIR`;
+  if (!info.isDirectory()) return `${path} is not a directory (a link or file put there by someone else?): ask root to remove it, or set XDG_RUNTIME_DIR to a directory of your own`;
+  if (info.uid !== uid) return `${path} belongs to user ${info.uid}, not to you (${uid}): ask root to remove it, or set XDG_RUNTIME_DIR to a directory of your own`;
   if ((info.mode & 0o077) !== 0) return `${path} is open to other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 ${path}`;
   return undefined;
 }

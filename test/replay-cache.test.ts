@@ -39,17 +39,26 @@ describe('replay cache', () => {
     assert.ok(cache.belowFloor(NOW - 50) && !cache.belowFloor(NOW - 49));
   });
 
-  it('never refuses a fresh request after evicting entries signed in the future', () => {
+  it('never refuses a fresh request as stale, however many entries are signed in the future', () => {
     const cache = new ReplayCache(100);
-    for (let i = 0; i < 100; i++) cache.add(`future${i}`, NOW + 200, NOW - 300, NOW);
+    for (let i = 0; i < 60; i++) assert.ok(cache.add(`future${i}`, NOW + 200, NOW - 300, NOW));
     for (let second = 0; second < 30; second++) {
       const now = NOW + second;
       for (let i = 0; i < 10; i++) {
         assert.ok(!cache.belowFloor(now), `a request signed at ${now} is refused as stale`);
-        cache.add(`fresh-${second}-${i}`, now, now - 300, now);
+        assert.ok(cache.add(`fresh-${second}-${i}`, now, now - 300, now), `no room at ${now}`);
       }
       assert.ok(cache.floor <= now);
     }
+    assert.ok(cache.has('future0'), 'entries of the current second or later are never evicted');
+  });
+
+  it('takes no more when full of entries it cannot evict, rather than forget one that could be replayed', () => {
+    const cache = new ReplayCache(3);
+    for (const nonce of ['a', 'b', 'c']) assert.ok(cache.add(nonce, NOW + 60, NOW - 300, NOW));
+    assert.equal(cache.add('d', NOW, NOW - 300, NOW), false);
+    assert.ok(cache.has('a') && !cache.belowFloor(NOW + 60), 'a replay of a is still refused as a replay');
+    assert.ok(!cache.belowFloor(NOW), 'and fresh requests are not stale');
   });
 
   it('lists its entries oldest first', () => {

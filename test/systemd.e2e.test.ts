@@ -86,8 +86,8 @@ describe('dffs-ctl on a real systemd', () => {
     const cgroup = await box.ok(`cat /proc/${background}/cgroup | sed -n 's/^0:://p'`);
     assert.match(cgroup, /^\/system\.slice\/dataflux-func-sidecar\.service\/job-[0-9a-f-]{36}$/);
     await box.ok(`kill ${background}`);
-    // Its cgroup goes once it is empty (swept every 30 s), and every other command's at its end.
-    await box.ok(`for i in $(seq 1 400); do test -e ${root}${cgroup} || exit 0; sleep 0.1; done; exit 1`);
+    // Its cgroup goes once it is empty (swept every 10 s), and every other command's at its end.
+    await box.ok(`for i in $(seq 1 200); do test -e ${root}${cgroup} || exit 0; sleep 0.1; done; exit 1`);
     assert.equal(await box.ok(`ls ${service} | grep -c '^job-' || true`), '0');
   });
 

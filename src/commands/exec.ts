@@ -30,7 +30,7 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
   static override enableJsonFlag = true;
 
   static override args = {
-    command: Args.string({description: 'The command and its arguments, run by /bin/sh on the host.', required: true}),
+    command: Args.string({description: 'The command and its arguments, run by /bin/sh on the host.'}),
   };
 
   static override flags = {
@@ -45,8 +45,15 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
   };
 
   public async run(): Promise<Record<string, unknown>> {
-    const {argv, flags} = await this.parse(Exec, Exec.argvForParse(this.argv));
-    const command = (argv as string[]).join(' ');
+    // The command is what follows the `--` put before it: nothing a flag left behind can join it.
+    const argv = Exec.argvForParse(this.argv);
+    const dashes = argv.indexOf('--');
+    const {argv: leftover, flags} = await this.parse(Exec, dashes < 0 ? argv : argv.slice(0, dashes));
+    if (leftover.length > 0) {
+      this.error(`unexpected "${leftover.join(' ')}" among the flags: a flag without a value is written --wait or --no-wait, not --wait=VALUE`, {exit: 2});
+    }
+    const command = dashes < 0 ? '' : argv.slice(dashes + 1).join(' ');
+    if (command.trim() === '') this.error('give the command to run, for example: dffs-ctl exec id -un', {exit: 2});
     for (const entry of flags.env ?? []) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) this.error(`--env ${entry} is not KEY=VALUE`, {exit: 2});
     }

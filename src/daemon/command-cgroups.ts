@@ -2,7 +2,7 @@ import {join} from 'node:path';
 import {fs} from '../node-builtins.js';
 
 /** How often the cgroups of finished commands whose background processes still ran are tried again. */
-const SWEEP_MS = 30_000;
+const SWEEP_MS = 10_000;
 const JOB_PREFIX = 'job-';
 
 /** The daemon's own cgroup in the cgroup v2 tree, from /proc/self/cgroup and the cgroup2 mount. */

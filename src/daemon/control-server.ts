@@ -18,7 +18,8 @@ function send(socket: Socket, message: ControlMessage): void {
   socket.write(`${JSON.stringify(message)}\n`);
 }
 
-function isLive(path: string): Promise<boolean> {
+/** Whether a process answers on a Unix socket. */
+export function isLive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = createConnection(path);
     probe.on('connect', () => {

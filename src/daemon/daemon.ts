@@ -17,6 +17,7 @@ import {CommandCgroups} from './command-cgroups.js';
 import {OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
+import {lockStateDirectory} from './state-lock.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
 const {randomUUID} = crypto;
@@ -175,6 +176,7 @@ export class Daemon {
   readonly #outputBudget: OutputBudget;
   readonly #cgroups: CommandCgroups | undefined;
   readonly #runningFile: RunningFile | undefined;
+  #stateLock: {release(): void} | undefined;
   #stopping: Promise<void> | undefined;
 
   private constructor(
@@ -208,7 +210,10 @@ export class Daemon {
    */
   static async start(options: DaemonOptions, onCreated?: (daemon: Daemon) => void): Promise<Daemon> {
     const settings = resolveSettings(readConfig(options.configPath), options.overrides, options.configPath);
+    // Before anything of the state directory is read or written.
+    const stateLock = options.stateDirectory === undefined ? undefined : await lockStateDirectory(options.stateDirectory);
     const daemon = new Daemon(options, settings);
+    daemon.#stateLock = stateLock;
     onCreated?.(daemon);
     daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
     const lost = daemon.#runningFile?.takePrevious() ?? [];
@@ -370,8 +375,12 @@ export class Daemon {
     return undefined;
   }
 
+  #isGreeting(req: IncomingMessage): boolean {
+    return (req.url ?? '/').split('?', 1)[0] === '/' && (req.method === 'GET' || req.method === 'HEAD');
+  }
+
   #handle(req: IncomingMessage, res: ServerResponse): void {
-    if ((req.url ?? '/').split('?', 1)[0] === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+    if (this.#isGreeting(req)) {
       const text = greeting();
       res.writeHead(200, {'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text)});
       res.end(req.method === 'HEAD' ? undefined : text);
@@ -394,9 +403,9 @@ export class Daemon {
    * refused before its body is sent; any other is told to go on, and handled as usual.
    */
   #handleExpectContinue(req: IncomingMessage, res: ServerResponse): void {
-    const routing = this.#routeRefusal(req);
+    const routing = this.#isGreeting(req) ? undefined : this.#routeRefusal(req);
     let refusal = routing?.refusal;
-    if (!refusal) {
+    if (!refusal && !this.#isGreeting(req)) {
       try {
         this.#checkBeforeBody(req);
       } catch (error) {
@@ -489,7 +498,9 @@ export class Daemon {
       );
     }
     if (this.#replay.has(auth.nonce)) throw new Refusal(401, 'replayed-nonce', 'replayed nonce: every request needs a new X-Auth-Nonce');
-    this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE, now);
+    if (!this.#replay.add(auth.nonce, timestamp, now - settings.TIMESTAMP_TOLERANCE, now)) {
+      throw new Refusal(503, 'replay-cache-full', `more than ${this.#replay.capacity} requests signed for this second or later are remembered; try again in a second`);
+    }
     this.#replayJournal?.record(auth.nonce, timestamp, this.#replay);
     try {
       return parseShellRequest(body, settings.COMMAND_TIMEOUT);
@@ -690,6 +701,7 @@ export class Daemon {
     this.#cgroups?.close();
     this.#runningFile?.writeNow();
     this.#replayJournal?.close();
+    this.#stateLock?.release();
     this.bus.emit({type: 'stopped'});
   }
 }

@@ -56,6 +56,7 @@ export type RefusalReason =
   | 'body-too-large'
   | 'body-budget'
   | 'too-many-connections'
+  | 'replay-cache-full'
   | 'busy'
   | 'shutting-down'
   | 'not-found'

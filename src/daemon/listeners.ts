@@ -28,6 +28,8 @@ export interface ListenerHandlers {
 
 /** How long a connection past the limit may take to send the request its 503 answers. */
 const OVER_LIMIT_GRACE_MS = 2_000;
+/** A connection idle this long (no request in progress) gives way to a new one at the limit. */
+const IDLE_EVICTION_MS = 1_000;
 
 /** Errors that mean the address may appear later (an interface not up yet): worth retrying. */
 const RETRYABLE = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH']);
@@ -48,6 +50,8 @@ export class Listener {
   readonly ready: Promise<void>;
   #connections = 0;
   readonly #overLimit = new WeakSet<object>();
+  /** Connections with no request in progress, oldest first, and since when. */
+  readonly #idleSince = new Map<Socket, number>();
 
   constructor(
     readonly address: BindAddress,
@@ -71,7 +75,7 @@ export class Listener {
       this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.checkContinue(req, res),
     );
     this.server.on('connection', (socket: Socket) => {
-      if (this.#connections >= handlers.maxConnections()) {
+      if (this.#connections >= handlers.maxConnections() && !this.#evictIdle()) {
         // Still parsed, so that a request on it gets a 503 that says why, but only for a moment.
         this.#overLimit.add(socket);
         const timer = setTimeout(() => socket.destroy(), OVER_LIMIT_GRACE_MS);
@@ -79,8 +83,20 @@ export class Listener {
         return;
       }
       this.#connections++;
-      socket.once('close', () => this.#connections--);
+      this.#idleSince.set(socket, Date.now());
+      socket.once('close', () => {
+        this.#connections--;
+        this.#idleSince.delete(socket);
+      });
     });
+    const busy = (req: IncomingMessage, res: ServerResponse) => {
+      this.#idleSince.delete(req.socket);
+      res.once('finish', () => {
+        if (!req.socket.destroyed && this.#overLimit.has(req.socket) === false) this.#idleSince.set(req.socket, Date.now());
+      });
+    };
+    this.server.on('request', busy);
+    this.server.on('checkContinue', busy);
     this.ready = new Promise((resolve) => {
       this.#firstOutcome = resolve;
     });
@@ -102,6 +118,19 @@ export class Listener {
   get port(): number | undefined {
     const info = this.server.address() as AddressInfo | null;
     return info?.port;
+  }
+
+  /**
+   * At the limit, the connection idle the longest goes, if it has been idle for a while: holding
+   * connections open takes a request in progress, which the body budget and the request timeout
+   * bound, not just an open socket or one trickling its headers.
+   */
+  #evictIdle(): boolean {
+    const [oldest] = this.#idleSince;
+    if (!oldest || Date.now() - oldest[1] < IDLE_EVICTION_MS) return false;
+    this.#idleSince.delete(oldest[0]);
+    oldest[0].destroy();
+    return true;
   }
 
   /** Open connections within the limit. */

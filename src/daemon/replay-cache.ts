@@ -2,10 +2,12 @@
  * Nonces seen within the timestamp window, in bounded memory.
  *
  * Entries leave in the order of their signed timestamps: expired ones first, then, when the cache
- * is full, the oldest. An evicted timestamp raises a floor, and a request below the floor is
+ * is full, the oldest. An evicted timestamp raises a floor, and a request at or below it is
  * refused as stale: a replay carries the signed timestamp of the request it copies, so an evicted
- * nonce cannot be accepted again. The floor never passes the current second, so that a flood of
- * requests signed with future timestamps cannot make fresh requests look stale.
+ * nonce cannot be accepted again. Only timestamps before the current second are evicted, so the
+ * floor never passes it and fresh requests never look stale; a cache full of entries signed for
+ * this second or later (more requests in a second than it holds, or a key holder's flood of
+ * future-dated ones) takes no more until they can go, rather than forget one that could be replayed.
  */
 export class ReplayCache {
   readonly #timestampOf = new Map<string, number>();
@@ -38,14 +40,21 @@ export class ReplayCache {
     this.#floor = Math.max(this.#floor, Math.min(timestamp, now));
   }
 
-  /** Records a nonce; entries signed before `oldestValid` go first, then the oldest if the cache is full. */
-  add(nonce: string, timestamp: number, oldestValid: number, now: number): void {
+  /**
+   * Records a nonce; entries signed before `oldestValid` go first, then the oldest if the cache is
+   * full. False when it is full of entries that cannot go yet (see the class comment).
+   */
+  add(nonce: string, timestamp: number, oldestValid: number, now: number): boolean {
     while (this.#seconds.length > 0 && this.#seconds[0] < oldestValid) this.#dropSecond();
-    while (this.#timestampOf.size >= this.capacity) this.#evictOldest(now);
+    while (this.#timestampOf.size >= this.capacity) {
+      if (this.#seconds[0] >= now) return false;
+      this.#evictOldest(now);
+    }
     this.#timestampOf.set(nonce, timestamp);
     const nonces = this.#bySecond.get(timestamp);
     if (nonces) nonces.push(nonce);
     else this.#insertSecond(timestamp, [nonce]);
+    return true;
   }
 
   /** Every nonce with its timestamp, oldest first. */

@@ -40,6 +40,7 @@ export class ReplayJournal {
       const entry = NONCE_LINE.exec(line);
       if (entry) {
         const timestamp = Number(entry[1]);
+        // Written from a cache of the same size, so what is still valid fits.
         if (timestamp >= oldestValid && !cache.has(entry[2])) cache.add(entry[2], timestamp, oldestValid, now);
         continue;
       }

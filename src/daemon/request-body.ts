@@ -5,6 +5,7 @@ const LINGER_BYTES = 64 * 1024 * 1024;
 const LINGER_MS = 10_000;
 
 export type BodyOutcome = Buffer | 'too-large' | 'over-budget';
+type Settlement = BodyOutcome | 'end';
 
 interface PendingBody {
   held: number;
@@ -58,15 +59,22 @@ export function readBody(req: IncomingMessage, limit: number, budget: BodyBudget
     onBody('too-large');
     return;
   }
-  const chunks: Buffer[] = [];
+  let chunks: Buffer[] = [];
   let size = 0;
   let settled = false;
-  const settle = (outcome: BodyOutcome) => {
-    if (settled) return;
+  /** The bytes leave the budget and this request together: a refused body is let go at once, not when its connection closes. */
+  const letGo = () => {
     settled = true;
     budget.release(pending);
+    chunks = [];
     req.removeListener('data', onData);
-    onBody(outcome);
+    req.removeListener('end', onEnd);
+  };
+  const settle = (outcome: Settlement) => {
+    if (settled) return;
+    const body = outcome === 'end' ? Buffer.concat(chunks, size) : outcome;
+    letGo();
+    onBody(body);
   };
   const pending: PendingBody = {held: 0, drop: () => settle('over-budget')};
   const onData = (chunk: Buffer) => {
@@ -74,12 +82,11 @@ export function readBody(req: IncomingMessage, limit: number, budget: BodyBudget
     if (size > limit) settle('too-large');
     else if (budget.reserve(pending, chunk.length)) chunks.push(chunk);
   };
+  const onEnd = () => settle('end');
   req.on('data', onData);
-  req.on('end', () => settle(Buffer.concat(chunks, size)));
+  req.on('end', onEnd);
   req.on('close', () => {
-    if (settled) return;
-    settled = true;
-    budget.release(pending);
+    if (!settled) letGo();
   });
   // An aborted request has no one to answer; the listener keeps its error from being thrown.
   req.on('error', () => {});

@@ -221,7 +221,7 @@ type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
 
 /** Node's own spawning, reported as ShellEvents: for hosts where the helper cannot run. */
 function spawnWithNode(spec: CommandSpec, events: ShellEvents): NodeChild {
-  const child = spawn('/bin/sh', ['-c', spec.command], {
+  const child = spawn('/bin/sh', ['-c', '--', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
     detached: true,
