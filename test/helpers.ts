@@ -1,9 +1,11 @@
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
+import {execa, type ResultPromise} from 'execa';
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {createServer, type IncomingHttpHeaders} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after} from 'node:test';
+import {fileURLToPath} from 'node:url';
 import type {StoredConfig} from '../src/config.js';
 import {Daemon} from '../src/daemon/daemon.js';
 import type {SidecarEvent} from '../src/daemon/events.js';
@@ -130,4 +132,50 @@ export function processExists(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+const RUN_JS = fileURLToPath(new URL('../bin/run.js', import.meta.url));
+
+export interface ServeProcess {
+  daemon: ResultPromise;
+  pid: number;
+  url: string;
+  /** Its JSON log lines so far, parsed. */
+  events: {event: string; [key: string]: unknown}[];
+}
+
+/**
+ * `serve` in a process of its own on a fixed loopback port (its memory measured apart from the
+ * test's), killed when the test file ends. `shell` wraps its start, as in `exec "$@" 2>&-`.
+ */
+export async function startServeProcess(config: StoredConfig, port: number, shell = 'exec "$@"'): Promise<ServeProcess> {
+  const directory = tempDir();
+  const configPath = writeTestConfig(directory, {BIND: `127.0.0.1:${port}`, SECRET_KEY: TEST_SECRET, ...config});
+  const events: ServeProcess['events'] = [];
+  const daemon = execa('sh', ['-c', shell, 'sh', process.execPath, RUN_JS, 'serve', '--config', configPath, '--no-dashboard'], {
+    env: {XDG_RUNTIME_DIR: directory, XDG_STATE_HOME: directory},
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'inherit',
+    reject: false,
+    buffer: false,
+  });
+  let partial = '';
+  daemon.stdout?.on('data', (data: Buffer) => {
+    const lines = (partial + data.toString('utf8')).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) events.push(JSON.parse(line));
+  });
+  after(async () => {
+    daemon.kill('SIGKILL');
+    await daemon;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await eventually(async () => ((await fetch(`${url}/`).catch(() => undefined))?.ok ? true : undefined), 10_000, 'serve to answer');
+  return {daemon, url, events, pid: Number(events.find((event) => event.event === 'started')?.pid)};
+}
+
+/** A process's resident memory now (VmRSS) or at its peak (VmHWM), in MiB. */
+export function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 }

@@ -1,49 +1,19 @@
-import {execa, type ResultPromise} from 'execa';
+import {execa} from 'execa';
 import assert from 'node:assert/strict';
-import {readFileSync} from 'node:fs';
-import {after, describe, it} from 'node:test';
+import {describe, it} from 'node:test';
 import {fileURLToPath} from 'node:url';
-import {eventually, tempDir, TEST_SECRET, writeTestConfig} from '../helpers.js';
+import type {StoredConfig} from '../../src/config.js';
+import {startServeProcess, statusMiB, TEST_SECRET} from '../helpers.js';
 import {signRequest} from '../../src/signature.js';
 import {useTally} from './tally.js';
 
 const tally = useTally(import.meta.url);
-const RUN_JS = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
 const RACER = fileURLToPath(new URL('../clients/signal-racer.py', import.meta.url));
 const MiB = 1024 * 1024;
 
-function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
-}
-
-/** `serve` in a process of its own, its JSON log lines collected; `shell` wraps its start (for closed descriptors). */
-async function startServe(config: Record<string, unknown>, portOffset: number, shell = 'exec "$@"') {
-  const directory = tempDir();
-  const port = 19_100 + (process.pid % 50) * 4 + portOffset;
-  const configPath = writeTestConfig(directory, {BIND: `127.0.0.1:${port}`, SECRET_KEY: TEST_SECRET, ...config});
-  const events: {event: string; [key: string]: unknown}[] = [];
-  const daemon: ResultPromise = execa('sh', ['-c', shell, 'sh', process.execPath, RUN_JS, 'serve', '--config', configPath, '--no-dashboard'], {
-    env: {XDG_RUNTIME_DIR: directory, XDG_STATE_HOME: directory},
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'ignore',
-    reject: false,
-    buffer: false,
-  });
-  let partial = '';
-  daemon.stdout?.on('data', (data: Buffer) => {
-    const lines = (partial + data.toString('utf8')).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) events.push(JSON.parse(line));
-  });
-  after(async () => {
-    daemon.kill('SIGKILL');
-    await daemon;
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await eventually(async () => ((await fetch(`${url}/`).catch(() => undefined))?.ok ? true : undefined), 10_000, 'serve to answer');
-  const started = events.find((event) => event.event === 'started');
-  return {daemon, url, events, pid: Number(started?.pid)};
+/** `serve` in its own process on this file's ports; `shell` wraps its start (for closed descriptors). */
+function startServe(config: StoredConfig, portOffset: number, shell?: string) {
+  return startServeProcess(config, 19_100 + (process.pid % 50) * 4 + portOffset, shell);
 }
 
 async function post(url: string, body: unknown) {

@@ -1,15 +1,12 @@
-import {execa, type ResultPromise} from 'execa';
 import assert from 'node:assert/strict';
 import {randomBytes} from 'node:crypto';
-import {readFileSync} from 'node:fs';
 import {connect, type Socket} from 'node:net';
-import {after, describe, it} from 'node:test';
-import {fileURLToPath} from 'node:url';
-import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET, writeTestConfig} from '../helpers.js';
+import {describe, it} from 'node:test';
+import type {StoredConfig} from '../../src/config.js';
+import {eventually, signedPost, startServeProcess, startTestDaemon, statusMiB} from '../helpers.js';
 import {useTally} from './tally.js';
 
 const tally = useTally(import.meta.url);
-const RUN_JS = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
 const MiB = 1024 * 1024;
 const ATTACKERS = 2000;
 const BUDGET_MIB = 64;
@@ -20,9 +17,6 @@ const BUDGET_MIB = 64;
  */
 const RSS_LIMIT_MIB = BUDGET_MIB + 256;
 
-function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
-}
 
 /** Headers that pass the format check (the signature is checked only once the body is in). */
 function plausibleHeaders(port: number, length: number): string {
@@ -79,35 +73,15 @@ function trickle(port: number, bodyLength: number, chunk: number, everyMs: numbe
   });
 }
 
-async function startServe(config: Record<string, unknown>) {
-  const directory = tempDir();
+async function startServe(config: StoredConfig) {
   const port = 18_900 + (process.pid % 50) * 2 + (config.BODY_LIMIT === 64 * MiB ? 1 : 0);
-  const configPath = writeTestConfig(directory, {BIND: `127.0.0.1:${port}`, SECRET_KEY: TEST_SECRET, ...config});
-  const refusals: Record<string, number> = {};
-  const daemon: ResultPromise = execa('node', [RUN_JS, 'serve', '--config', configPath, '--no-dashboard'], {
-    env: {XDG_RUNTIME_DIR: directory, XDG_STATE_HOME: directory},
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'inherit',
-    reject: false,
-    buffer: false,
-  });
-  let partial = '';
-  daemon.stdout?.on('data', (data: Buffer) => {
-    const lines = (partial + data.toString('utf8')).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      const event = JSON.parse(line) as {event: string; reason?: string};
-      if (event.event === 'request-refused') refusals[event.reason ?? ''] = (refusals[event.reason ?? ''] ?? 0) + 1;
-    }
-  });
-  after(async () => {
-    daemon.kill('SIGKILL');
-    await daemon;
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await eventually(async () => ((await fetch(`${url}/`).catch(() => undefined))?.ok ? true : undefined), 10_000, 'serve to answer');
-  return {daemon, url, port, refusals};
+  const serve = await startServeProcess(config, port);
+  const refusals = () => {
+    const counts: Record<string, number> = {};
+    for (const event of serve.events) if (event.event === 'request-refused') counts[String(event.reason)] = (counts[String(event.reason)] ?? 0) + 1;
+    return counts;
+  };
+  return {...serve, port, refusals};
 }
 
 for (const [bodyLimit, sendAfterAnswer] of [[1 * MiB, true], [64 * MiB, false]] as const) {
@@ -134,14 +108,14 @@ for (const [bodyLimit, sendAfterAnswer] of [[1 * MiB, true], [64 * MiB, false]] 
       const byStatus: Record<number, number> = {};
       for (const status of statuses) byStatus[status] = (byStatus[status] ?? 0) + 1;
       const peak = statusMiB(pid, 'VmHWM');
-      console.log(`  BODY_LIMIT ${bodyLimit / MiB} MiB: answers ${JSON.stringify(byStatus)}; RSS ${rssBefore.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB; ${served.length} signed requests served during the attack; refusals logged ${JSON.stringify(refusals)}; errors ${JSON.stringify(errors)}`);
+      console.log(`  BODY_LIMIT ${bodyLimit / MiB} MiB: answers ${JSON.stringify(byStatus)}; RSS ${rssBefore.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB; ${served.length} signed requests served during the attack; refusals logged ${JSON.stringify(refusals())}; errors ${JSON.stringify(errors)}`);
       assert.equal(byStatus[-1], undefined, 'every connection got an answer');
       assert.ok((byStatus[503] ?? 0) > ATTACKERS / 2, 'most are refused for the budget');
       // The rest sent their whole body (401: the signature is wrong), or were too slow (408, requestTimeout).
       assert.equal((byStatus[503] ?? 0) + (byStatus[401] ?? 0) + (byStatus[408] ?? 0), ATTACKERS);
       assert.ok(peak < RSS_LIMIT_MIB, `peak RSS ${peak.toFixed(0)} MiB is over ${RSS_LIMIT_MIB} MiB`);
       assert.ok(served.length >= 3 && served.every((stdout, index) => stdout === `served-${index}\n`));
-      await eventually(() => ((refusals['body-budget'] ?? 0) === byStatus[503] ? true : undefined), 5000, 'every 503 to be logged');
+      await eventually(() => ((refusals()['body-budget'] ?? 0) === byStatus[503] ? true : undefined), 5000, 'every 503 to be logged');
       assert.equal(daemon.exitCode, null, 'serve is still running');
       if (daemon.exitCode !== null) tally.crashes++;
     });
