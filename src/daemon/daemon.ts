@@ -334,10 +334,14 @@ export class Daemon {
     const helper = new SpawnHelper(path, {
       cgroupHome: this.#cgroups?.home,
       onExit: (exitReason) => this.#helperExited(helper, exitReason),
-      onHandlerError: (error) => this.bus.emit({type: 'internal-error', where: 'spawner event', error: (error as Error)?.stack ?? String(error)}),
+      onHandlerError: (error) => this.#reportInternalError('spawner event', error),
     });
     this.#helper = helper;
     this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(this.#cgroups ? {cgroups: this.#cgroups.home} : {}), ...(reason ? {reason} : {})});
+  }
+
+  #reportInternalError(where: string, error: unknown): void {
+    this.bus.emit({type: 'internal-error', where, error: (error as Error)?.stack ?? String(error)});
   }
 
   #helperExited(helper: SpawnHelper, reason: string): void {
@@ -577,6 +581,7 @@ export class Daemon {
           this.#runningFile?.changed();
         },
         onFinished: (result) => this.#finish(job, result),
+        onHandlerError: (error) => this.#reportInternalError('command event', error),
       },
     );
     this.#running.set(job.id, {job, command, startedAt: Date.now()});

@@ -47,6 +47,8 @@ export interface RunningCommand {
 export interface CommandHooks {
   /** The process id, once the command is running. */
   onStarted?(pid: number): void;
+  /** An exception thrown while the command's events were handled: reported, never the daemon's end. */
+  onHandlerError(error: unknown): void;
   /** Called once, as soon as the result is known: in the same turn as the exit, with no promise in between. */
   onFinished(result: CommandResult): void;
 }
@@ -76,8 +78,8 @@ export class OutputBudget {
     while (free < wanted) {
       let largest = output;
       for (const holder of this.#holders) if (holder.kept > largest.kept) largest = holder;
-      // Room is taken only from a holder that would still keep more than this one.
-      const spare = largest.kept - (output.kept + wanted);
+      // Room is taken only while the holder keeps at least as much as this one would have.
+      const spare = Math.floor((largest.kept - output.kept - free) / 2);
       if (largest === output || spare <= 0) break;
       const taken = largest.shrink(Math.min(spare, wanted - free));
       this.#held -= taken;
@@ -220,21 +222,29 @@ export interface Spawner {
 type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
 
 /** Node's own spawning, reported as ShellEvents: for hosts where the helper cannot run. */
-function spawnWithNode(spec: CommandSpec, events: ShellEvents): NodeChild {
+function spawnWithNode(spec: CommandSpec, events: ShellEvents, onHandlerError: (error: unknown) => void): NodeChild {
+  // Each handler runs from an event of Node's: what it throws is reported, as the helper's are.
+  const guarded = <A extends unknown[]>(handle: (...args: A) => void) => (...args: A) => {
+    try {
+      handle(...args);
+    } catch (error) {
+      onHandlerError(error);
+    }
+  };
   const child = spawn('/bin/sh', ['-c', '--', spec.command], {
     cwd: spec.workdir,
     env: spec.env,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.once('spawn', () => {
+  child.once('spawn', guarded(() => {
     if (child.pid !== undefined) events.started(child.pid);
-  });
-  child.stdout.on('data', (chunk: Buffer) => events.stdout(chunk));
-  child.stderr.on('data', (chunk: Buffer) => events.stderr(chunk));
-  child.on('error', (error) => events.failed(error));
-  child.on('exit', (code, signal) => events.exited(code, signal));
-  child.on('close', () => events.closed());
+  }));
+  child.stdout.on('data', guarded((chunk: Buffer) => events.stdout(chunk)));
+  child.stderr.on('data', guarded((chunk: Buffer) => events.stderr(chunk)));
+  child.on('error', guarded((error: Error) => events.failed(error)));
+  child.on('exit', guarded((code: number | null, signal: NodeJS.Signals | null) => events.exited(code, signal)));
+  child.on('close', guarded(() => events.closed()));
   return child;
 }
 
@@ -272,7 +282,7 @@ class CommandRun implements ShellEvents, RunningCommand {
       this.#spawner = spawner;
       this.#spawnerId = spawner.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, spec.cgroup, this);
     } else {
-      this.#nodeChild = spawnWithNode(spec, this);
+      this.#nodeChild = spawnWithNode(spec, this, (error) => this.hooks.onHandlerError(error));
     }
     this.#timeoutTimer = setTimeout(() => this.#timeOut(), spec.timeoutMs);
   }
@@ -356,19 +366,24 @@ class CommandRun implements ShellEvents, RunningCommand {
     const truncated = stdout.truncated || stderr.truncated;
     const stdoutText = stdout.take();
     const stderrText = stderr.take();
-    this.hooks.onFinished({
-      stdout: stdoutText,
-      stderr: said ? `${stderrText}sidecar: ${said}\n` : stderrText,
-      exitCode: exit?.code ?? null,
-      signal: exit?.signal ?? (this.#ended ? 'SIGKILL' : null),
-      timedOut: this.#timedOut,
-      truncated,
-      durationMs: Math.round(performance.now() - this.#startedAt),
-      stdoutBytes: stdout.total,
-      stderrBytes: stderr.total,
-      ...(error ? {error} : {}),
-      ...(this.#ended ? {ended: this.#ended} : {}),
-    });
+    // From a timer or a spawner's event: what the daemon's handling throws is reported, not fatal.
+    try {
+      this.hooks.onFinished({
+        stdout: stdoutText,
+        stderr: said ? `${stderrText}sidecar: ${said}\n` : stderrText,
+        exitCode: exit?.code ?? null,
+        signal: exit?.signal ?? (this.#ended ? 'SIGKILL' : null),
+        timedOut: this.#timedOut,
+        truncated,
+        durationMs: Math.round(performance.now() - this.#startedAt),
+        stdoutBytes: stdout.total,
+        stderrBytes: stderr.total,
+        ...(error ? {error} : {}),
+        ...(this.#ended ? {ended: this.#ended} : {}),
+      });
+    } catch (thrown) {
+      this.hooks.onHandlerError(thrown);
+    }
   }
 }
 
