@@ -146,9 +146,10 @@ export interface ServeProcess {
 
 /**
  * `serve` in a process of its own on a fixed loopback port (its memory measured apart from the
- * test's), killed when the test file ends. `shell` wraps its start, as in `exec "$@" 2>&-`.
+ * test's), killed when the test file ends. `shell` wraps its start, as in `exec "$@" 2>&-`;
+ * `detached`, in a process group of its own, as in a terminal of its own.
  */
-export async function startServeProcess(config: StoredConfig, port: number, shell = 'exec "$@"'): Promise<ServeProcess> {
+export async function startServeProcess(config: StoredConfig, port: number, shell = 'exec "$@"', detached = false): Promise<ServeProcess> {
   const directory = tempDir();
   const configPath = writeTestConfig(directory, {BIND: `127.0.0.1:${port}`, SECRET_KEY: TEST_SECRET, ...config});
   const events: ServeProcess['events'] = [];
@@ -159,6 +160,7 @@ export async function startServeProcess(config: StoredConfig, port: number, shel
     stderr: 'inherit',
     reject: false,
     buffer: false,
+    detached,
   });
   let partial = '';
   daemon.stdout?.on('data', (data: Buffer) => {

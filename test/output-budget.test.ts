@@ -39,3 +39,24 @@ describe('output budget', () => {
     assert.equal(budget.held, 0);
   });
 });
+
+describe('output cut by the budget', () => {
+  it('keeps a prefix: once cut, nothing later is kept, even when room comes back', () => {
+    const budget = new OutputBudget(10);
+    const other = new CappedOutput(100, budget);
+    other.push(Buffer.from('xxxxxxxxxx'));
+    const output = new CappedOutput(100, budget);
+    output.push(Buffer.from('123456789012'));
+    other.take();
+    output.push(Buffer.from('abc'));
+    assert.equal(output.take(), '12345', 'the start of the output, with no gap');
+    assert.equal(output.total, 15);
+  });
+
+  it('does not end in half a UTF-8 character', () => {
+    const budget = new OutputBudget(4);
+    const output = new CappedOutput(100, budget);
+    output.push(Buffer.from('abcé€'));
+    assert.equal(output.take(), 'abc');
+  });
+});

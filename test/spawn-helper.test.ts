@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
-import {readFileSync} from 'node:fs';
+import {readdirSync, readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
 import type {SidecarEvent} from '../src/daemon/events.js';
 import type {ShellEvents} from '../src/daemon/runner.js';
@@ -135,6 +135,48 @@ describe('the dffs-spawn helper', async () => {
     await new Promise((resolve) => setTimeout(resolve, 4500));
     assert.ok(!existsSync(marker), 'neither command ran on after its helper died');
     assert.ok(otherEvents.some((event) => event.type === 'command-finished' && event.ended === 'spawner-stopped' && event.level === 'warn'));
+  });
+
+  it('kills a helper that stops reporting (SIGSTOP), so that a timed-out command is still answered', {timeout: 30_000}, async () => {
+    const {url: otherUrl, events: otherEvents} = await startTestDaemon({KILL_GRACE: 0}, 50);
+    const waiting = signedPost(otherUrl, {command: 'sleep 30', timeout: 1});
+    await eventually(() => otherEvents.some((event) => event.type === 'command-started') || undefined, 5000, 'the command to start');
+    const stopped = helperPid(otherEvents);
+    process.kill(stopped, 'SIGSTOP');
+    const started = Date.now();
+    const res = await waiting;
+    assert.deepEqual([res.json.data.timedOut, res.json.data.ended], [true, 'spawner-stopped']);
+    assert.match(res.json.data.stderr, /no exit reported 5 s after a timed-out command was killed/);
+    assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
+    await eventually(() => (processExists(stopped) ? undefined : true), 3000, 'the stopped helper to be gone');
+    assert.notEqual(helperPid(otherEvents), stopped, 'a new helper');
+  });
+
+  it('finds and ends the commands whose pid a dying helper never reported', {timeout: 30_000}, async () => {
+    const {url: otherUrl, events: otherEvents, daemon} = await startTestDaemon({}, 50);
+    const pid = helperPid(otherEvents);
+    // Killed the moment the 40th command is handed to it: some started, their pids not yet reported.
+    let accepted = 0;
+    const unsubscribe = daemon.bus.subscribe((event) => {
+      if (event.type === 'request-accepted' && ++accepted === 40) process.kill(pid, 'SIGKILL');
+    });
+    const answers = await Promise.all(Array.from({length: 40}, (_, index) => signedPost(otherUrl, {command: `sleep 6${index}`})));
+    unsubscribe();
+    assert.ok(answers.every((res) => res.status === 200 && res.json.data.ended === 'spawner-stopped' || res.json.data.stderr.includes('before the command started')));
+    const jobIds = answers.map((res) => res.json.data.jobId as string);
+    // Anything still carrying one of these jobs' marks would be a command that outlived its helper.
+    const survivors = await eventually(() => {
+      const marked = readdirSync('/proc').filter((name) => /^\d+$/.test(name)).filter((name) => {
+        try {
+          const environ = readFileSync(`/proc/${name}/environ`, 'utf8');
+          return jobIds.some((jobId) => environ.includes(`DFFS_JOB_ID=${jobId}`));
+        } catch {
+          return false;
+        }
+      });
+      return marked.length === 0 ? marked : undefined;
+    }, 5000, 'no command of the dead helper to be left');
+    assert.deepEqual(survivors, []);
   });
 
   it('gives up a helper that keeps dying at start for Node\'s child_process, and says so at warn level', async () => {

@@ -14,7 +14,7 @@ import {ReplayCache} from './replay-cache.js';
 import {ReplayJournal} from './replay-journal.js';
 import {answerAndLinger, BodyBudget, readBody} from './request-body.js';
 import {CommandCgroups} from './command-cgroups.js';
-import {OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {JOB_ID_VARIABLE, OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {lockStateDirectory} from './state-lock.js';
@@ -39,6 +39,7 @@ export interface DaemonOptions {
 /** Helpers that stop this soon after their start, this many times in a row, are given up for Node's child_process. */
 const HELPER_QUICK_EXIT_MS = 1000;
 const HELPER_QUICK_EXITS = 3;
+const HELPER_RETRY_MS = 60_000;
 
 interface Job {
   id: string;
@@ -173,6 +174,7 @@ export class Daemon {
   readonly #baseEnv: Record<string, string>;
   #helper: SpawnHelper | undefined;
   #helperQuickExits = 0;
+  #helperRetry: NodeJS.Timeout | undefined;
   readonly #outputBudget: OutputBudget;
   readonly #cgroups: CommandCgroups | undefined;
   readonly #runningFile: RunningFile | undefined;
@@ -349,7 +351,16 @@ export class Daemon {
     if (this.#stopping) return;
     this.#helperQuickExits = Date.now() - helper.startedAt < HELPER_QUICK_EXIT_MS ? this.#helperQuickExits + 1 : 0;
     if (this.#helperQuickExits >= HELPER_QUICK_EXITS) {
-      this.bus.emit({type: 'spawner', spawner: 'node', reason: `${helper.path} stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms of its start (${reason}): commands fork the daemon`});
+      const cgroups = this.#cgroups ? ', outside cgroups, so a timeout ends only their process group' : '';
+      this.bus.emit({
+        type: 'spawner',
+        spawner: 'node',
+        reason: `${helper.path} stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms of its start (${reason}): commands fork the daemon${cgroups}; trying the helper again in ${HELPER_RETRY_MS / 1000} s`,
+      });
+      this.#helperRetry = setTimeout(() => {
+        this.#helperQuickExits = 0;
+        this.#startHelper('trying the helper again');
+      }, HELPER_RETRY_MS);
       return;
     }
     this.#startHelper(`the previous helper stopped: ${reason}`);
@@ -567,7 +578,9 @@ export class Daemon {
       {
         command: job.request.command,
         workdir: job.request.workdir,
-        env: {...this.#baseEnv, ...job.request.envs},
+        // The mark goes last: a request cannot set it.
+        env: {...this.#baseEnv, ...job.request.envs, [JOB_ID_VARIABLE]: job.id},
+        jobId: job.id,
         timeoutMs: (job.request.timeoutSeconds ?? settings.COMMAND_TIMEOUT) * 1000,
         killGraceMs: settings.KILL_GRACE * 1000,
         outputLimit: settings.OUTPUT_LIMIT,
@@ -702,6 +715,7 @@ export class Daemon {
     }
     for (const listener of listeners) listener.server.closeAllConnections();
     await closed;
+    clearTimeout(this.#helperRetry);
     this.#helper?.close();
     this.#cgroups?.close();
     this.#runningFile?.writeNow();

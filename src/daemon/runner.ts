@@ -19,7 +19,12 @@ export interface CommandSpec {
   outputBudget: OutputBudget;
   /** The command's own cgroup (a directory in the cgroup v2 tree), where the service has one to give. */
   cgroup?: string;
+  /** Its job id, also in its environment as DFFS_JOB_ID: how it is found if its pid never came. */
+  jobId: string;
 }
+
+/** The variable that marks every command's processes with their job id. */
+export const JOB_ID_VARIABLE = 'DFFS_JOB_ID';
 
 export interface CommandResult {
   stdout: string;
@@ -95,10 +100,22 @@ export class OutputBudget {
   }
 }
 
+/** How many bytes of `bytes` end on a whole UTF-8 character: a lead byte whose sequence is cut off goes. */
+function completeUtf8Length(bytes: Buffer): number {
+  for (let back = 1; back <= Math.min(3, bytes.length); back++) {
+    const byte = bytes[bytes.length - back];
+    if ((byte & 0xc0) === 0x80) continue;
+    const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+    return needed > back ? bytes.length - back : bytes.length;
+  }
+  return bytes.length;
+}
+
 /** Keeps the first `limit` bytes of a stream, within the shared budget, and counts the rest. */
 export class CappedOutput {
   readonly #chunks: Buffer[] = [];
   #kept = 0;
+  #cut = false;
   total = 0;
 
   constructor(
@@ -116,11 +133,15 @@ export class CappedOutput {
 
   push(chunk: Buffer): void {
     this.total += chunk.length;
-    const room = Math.min(this.limit - this.#kept, chunk.length);
+    // Once cut, nothing more is kept: what is kept stays the start of the output, without a gap.
+    const room = this.#cut ? 0 : Math.min(this.limit - this.#kept, chunk.length);
     if (room <= 0) return;
     const granted = this.budget.grant(this, room);
+    if (granted < chunk.length) this.#cut = true;
     if (granted <= 0) return;
-    this.#chunks.push(granted === chunk.length ? chunk : chunk.subarray(0, granted));
+    const piece = granted === chunk.length ? chunk : chunk.subarray(0, granted);
+    // A small piece of a large read buffer would keep all of it: copied, so the budget counts what is held.
+    this.#chunks.push(piece.byteLength * 2 < piece.buffer.byteLength ? Buffer.from(piece) : piece);
     this.#kept += granted;
   }
 
@@ -139,12 +160,14 @@ export class CappedOutput {
       }
     }
     this.#kept -= given;
+    if (given > 0) this.#cut = true;
     return given;
   }
 
-  /** The kept bytes as text; they leave the budget. */
+  /** The kept bytes as text; they leave the budget. A cut inside a UTF-8 character drops its start. */
   take(): string {
-    const text = Buffer.concat(this.#chunks, this.#kept).toString('utf8');
+    const bytes = Buffer.concat(this.#chunks, this.#kept);
+    const text = bytes.toString('utf8', 0, this.truncated ? completeUtf8Length(bytes) : bytes.length);
     this.budget.release(this);
     this.#chunks.length = 0;
     return text;
@@ -177,6 +200,24 @@ function killGroupUntilEmpty(pid: number, roundsLeft = KILL_ROUNDS): void {
     if (!signalGroup(pid, 'SIGKILL')) return;
   }
   if (roundsLeft > 0) setTimeout(() => killGroupUntilEmpty(pid, roundsLeft - 1), KILL_ROUND_MS).unref();
+}
+
+/**
+ * The processes that carry a job's mark in their environment: the command of a helper that died
+ * before it reported the pid, and what that command started. Read only then, from /proc.
+ */
+function markedProcesses(jobId: string): number[] {
+  const mark = Buffer.from(`${JOB_ID_VARIABLE}=${jobId}\0`);
+  const found: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/environ`).includes(mark)) found.push(Number(name));
+    } catch {
+      // Gone, or another user's: not ours.
+    }
+  }
+  return found;
 }
 
 /** Ends every process in a cgroup, those that left the command's process group or session included. */
@@ -217,7 +258,12 @@ export interface Spawner {
   spawn(command: string, workdir: string | undefined, env: Record<string, string>, outputLimit: number, cgroup: string | undefined, events: ShellEvents): number;
   /** Nothing more is wanted of a command: reading its output stops. */
   release(id: number): boolean;
+  /** Kills a spawner that no longer reports: its commands are then ended and answered. */
+  terminate(reason: string): void;
 }
+
+/** How long a command may go on unreported after its timeout's SIGKILL before its spawner is taken for stuck. */
+const UNREPORTED_EXIT_MS = 5_000;
 
 type NodeChild = ChildProcessByStdio<null, Readable, Readable>;
 
@@ -334,15 +380,27 @@ class CommandRun implements ShellEvents, RunningCommand {
   spawnerStopped(reason: string): void {
     if (this.#settled) return;
     this.#ended = 'spawner-stopped';
-    // The helper no longer reaps the command or reads its output: the command goes, now.
+    // The helper no longer reaps the command or reads its output: the command goes, now. Without
+    // its pid (the helper died before reporting it), it is found by the mark in its environment.
+    if (this.pid === undefined) {
+      for (const pid of markedProcesses(this.spec.jobId)) {
+        signalGroup(pid, 'SIGKILL');
+        this.pid ??= pid;
+      }
+    }
+    if (this.pid === undefined && !this.spec.cgroup) this.#ended = undefined;
     this.kill('SIGKILL');
-    this.#finish(undefined, `ended: the spawner stopped (${reason})`);
+    this.#finish(undefined, this.#ended ? `ended: the spawner stopped (${reason})` : `the spawner stopped before the command started (${reason})`);
   }
 
   #timeOut(): void {
     this.#timedOut = true;
     this.kill('SIGTERM');
-    this.#killTimer = setTimeout(() => this.kill('SIGKILL'), this.spec.killGraceMs);
+    this.#killTimer = setTimeout(() => {
+      this.kill('SIGKILL');
+      // A killed command's exit is reported within moments; if not, its spawner is stuck.
+      this.#killTimer = setTimeout(() => this.#spawner?.terminate(`no exit reported ${UNREPORTED_EXIT_MS / 1000} s after a timed-out command was killed`), UNREPORTED_EXIT_MS);
+    }, this.spec.killGraceMs);
   }
 
   /** `error`: the command never started; `note`: why it ended, for its stderr. */

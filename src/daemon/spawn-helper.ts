@@ -41,6 +41,7 @@ export class SpawnHelper implements Spawner {
   #nextId = 1;
   #pending: Buffer = Buffer.alloc(0);
   #exited = false;
+  #killedBecause: string | undefined;
 
   readonly startedAt = Date.now();
 
@@ -49,14 +50,17 @@ export class SpawnHelper implements Spawner {
     private readonly options: SpawnHelperOptions,
   ) {
     const args = options.cgroupHome ? ['--cgroup-home', options.cgroupHome] : [];
-    this.#process = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe']});
+    // A session of its own: Ctrl-C or a hangup on the daemon's terminal reaches the daemon, which
+    // drains, and not the helper, whose end would end every command.
+    this.#process = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});
     this.#process.stdout.on('data', (chunk: Buffer) => this.#receive(chunk));
     this.#process.stderr.setEncoding('utf8');
     let stderr = '';
     this.#process.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
     this.#process.stdin.on('error', () => {});
     this.#process.on('error', (error) => this.#fail(`cannot run ${path}: ${error.message}`));
-    this.#process.on('exit', (code, signal) => this.#fail(`${path} exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`));
+    // 'close', not 'exit': the frames it wrote before it went are read first.
+    this.#process.on('close', (code, signal) => this.#fail(this.#killedBecause ?? `${path} exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`));
   }
 
   get pid(): number | undefined {
@@ -83,6 +87,13 @@ export class SpawnHelper implements Spawner {
     if (!this.#commands.delete(id)) return false;
     this.#send('R', id, '');
     return true;
+  }
+
+  /** Kills a helper that no longer answers (stopped, or stuck in a spawn): its commands are ended and answered. */
+  terminate(reason: string): void {
+    if (this.#exited || this.#killedBecause) return;
+    this.#killedBecause = reason;
+    this.#process.kill('SIGKILL');
   }
 
   /** Ends the helper; the commands it started go on, as with a daemon that stops. */
@@ -156,6 +167,8 @@ export class SpawnHelper implements Spawner {
     this.#exited = true;
     const stopped = [...this.#commands.values()];
     this.#commands.clear();
+    // A new helper first: what these commands' ends start next (the queue) goes to it.
+    this.options.onExit(reason);
     for (const events of stopped) {
       try {
         events.spawnerStopped(reason);
@@ -163,6 +176,5 @@ export class SpawnHelper implements Spawner {
         this.options.onHandlerError(error);
       }
     }
-    this.options.onExit(reason);
   }
 }

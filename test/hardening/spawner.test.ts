@@ -12,8 +12,8 @@ const RACER = fileURLToPath(new URL('../clients/signal-racer.py', import.meta.ur
 const MiB = 1024 * 1024;
 
 /** `serve` in its own process on this file's ports; `shell` wraps its start (for closed descriptors). */
-function startServe(config: StoredConfig, portOffset: number, shell?: string) {
-  return startServeProcess(config, 19_100 + (process.pid % 50) * 4 + portOffset, shell);
+function startServe(config: StoredConfig, portOffset: number, shell?: string, detached?: boolean) {
+  return startServeProcess(config, 19_100 + (process.pid % 50) * 4 + portOffset, shell, detached);
 }
 
 async function post(url: string, body: unknown) {
@@ -86,5 +86,18 @@ describe('a daemon started with its standard error closed', () => {
     const {url} = await startServe({}, 2, 'exec "$@" 2>&-');
     const reply = await post(url, {command: 'echo to-out; echo to-err >&2'});
     assert.deepEqual([reply.json.data.stdout, reply.json.data.stderr], ['to-out\n', 'to-err\n']);
+  });
+});
+
+describe('Ctrl-C on a serve in a terminal (SIGINT to its whole process group)', () => {
+  it('drains: the running command finishes and is answered, as the helper is not in that group', async () => {
+    const {daemon, url, events} = await startServe({}, 3, undefined, true);
+    const running = post(url, {command: 'sleep 1; echo drained'});
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    process.kill(-(daemon.pid as number), 'SIGINT');
+    const reply = await running;
+    assert.deepEqual([reply.json.data.stdout, reply.json.data.exitCode, reply.json.data.ended], ['drained\n', 0, undefined]);
+    await daemon;
+    assert.ok(events.some((event) => event.event === 'stopping'));
   });
 });
