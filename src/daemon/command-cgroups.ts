@@ -68,8 +68,27 @@ export class CommandCgroups {
       fs.rmdirSync(path);
       return true;
     } catch (error) {
-      // EBUSY: processes are still in it. ENOENT: never made (the command did not start).
-      return (error as NodeJS.ErrnoException).code === 'ENOENT';
+      // ENOENT: never made (the command did not start). EBUSY: processes are still in it, or
+      // cgroups the command made below it; with no process left anywhere below, those go first.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return true;
+      if (code !== 'EBUSY' || !this.#empty(path)) return false;
+      for (const entry of fs.readdirSync(path, {withFileTypes: true})) if (entry.isDirectory()) this.#tryRemove(join(path, entry.name));
+      try {
+        fs.rmdirSync(path);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+  }
+
+  /** Whether no process is left in a cgroup or below it (cgroup.events says `populated 0`). */
+  #empty(path: string): boolean {
+    try {
+      return /^populated 0$/m.test(fs.readFileSync(join(path, 'cgroup.events'), 'utf8'));
+    } catch {
+      return false;
     }
   }
 
