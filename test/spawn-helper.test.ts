@@ -169,7 +169,7 @@ describe('the dffs-spawn helper', async () => {
       const marked = readdirSync('/proc').filter((name) => /^\d+$/.test(name)).filter((name) => {
         try {
           const environ = readFileSync(`/proc/${name}/environ`, 'utf8');
-          return jobIds.some((jobId) => environ.includes(`DFFS_JOB_ID=${jobId}`));
+          return jobIds.some((jobId) => environ.includes(`SIDECAR_JOB_ID=${jobId}`));
         } catch {
           return false;
         }

@@ -19,12 +19,12 @@ export interface CommandSpec {
   outputBudget: OutputBudget;
   /** The command's own cgroup (a directory in the cgroup v2 tree), where the service has one to give. */
   cgroup?: string;
-  /** Its job id, also in its environment as DFFS_JOB_ID: how it is found if its pid never came. */
+  /** Its job id, also in its environment as SIDECAR_JOB_ID: how it is found if its pid never came. */
   jobId: string;
 }
 
 /** The variable that marks every command's processes with their job id. */
-export const JOB_ID_VARIABLE = 'DFFS_JOB_ID';
+export const JOB_ID_VARIABLE = 'SIDECAR_JOB_ID';
 
 export interface CommandResult {
   stdout: string;
