@@ -379,7 +379,7 @@ export class Daemon {
     answerAndLinger(req, res, refusal.status, text, headers);
   }
 
-  /** GET / answers with the greeting; anything but POST /shell is refused; undefined for POST /shell. */
+  /** Why a request other than the greeting (GET or HEAD /) and POST /shell is refused; undefined for POST /shell. */
   #routeRefusal(req: IncomingMessage): {refusal: Refusal; headers?: Record<string, string>} | undefined {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/') {
