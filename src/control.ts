@@ -2,6 +2,7 @@ import {homedir, tmpdir} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {crypto, fs, net} from './node-builtins.js';
 import {SYSTEM_CONFIG_PATH} from './config.js';
+import {STATE_DIR} from './system/paths.js';
 import type {DaemonStatus} from './daemon/daemon.js';
 import type {SidecarEvent} from './daemon/events.js';
 
@@ -9,9 +10,6 @@ const {createConnection} = net;
 
 /** Where the installed service's control socket is (its systemd RuntimeDirectory). */
 export const SERVICE_CONTROL_SOCKET = '/run/dataflux-func-sidecar/control.sock';
-
-/** The installed service's state directory (its systemd StateDirectory). */
-export const SERVICE_STATE_DIRECTORY = '/var/lib/dataflux-func-sidecar';
 
 /** A short name for a daemon's config file: two daemons with different configs never share a socket or state. */
 function configId(configPath: string): string {
@@ -43,7 +41,7 @@ export function serveControlSocket(configPath: string, env = process.env): strin
 export function stateDirectoryFor(configPath: string, env = process.env): string {
   const fromSystemd = env.STATE_DIRECTORY?.split(':')[0];
   if (fromSystemd) return fromSystemd;
-  if (isServiceConfig(configPath)) return SERVICE_STATE_DIRECTORY;
+  if (isServiceConfig(configPath)) return STATE_DIR;
   const base = env.XDG_STATE_HOME || join(env.HOME || homedir(), '.local', 'state');
   return join(base, 'dataflux-func-sidecar', configId(configPath));
 }
@@ -53,7 +51,7 @@ export function stateDirectoryFor(configPath: string, env = process.env): string
  * /tmp) to hide or swap what is in it. Undefined when it is a real directory, owned by this user,
  * that no one else may use.
  */
-export function privateDirectoryProblem(path: string, uid = process.getuid?.() ?? -1): string | undefined {
+function privateDirectoryProblem(path: string, uid = process.getuid?.() ?? -1): string | undefined {
   let info;
   try {
     info = fs.lstatSync(path);

@@ -92,7 +92,7 @@ export class Listener {
     const busy = (req: IncomingMessage, res: ServerResponse) => {
       this.#idleSince.delete(req.socket);
       res.once('finish', () => {
-        if (!req.socket.destroyed && this.#overLimit.has(req.socket) === false) this.#idleSince.set(req.socket, Date.now());
+        if (!req.socket.destroyed && !this.#overLimit.has(req.socket)) this.#idleSince.set(req.socket, Date.now());
       });
     };
     this.server.on('request', busy);
@@ -131,11 +131,6 @@ export class Listener {
     this.#idleSince.delete(oldest[0]);
     oldest[0].destroy();
     return true;
-  }
-
-  /** Open connections within the limit. */
-  get connections(): number {
-    return this.#connections;
   }
 
   status(): ListenerStatus {

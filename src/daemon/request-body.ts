@@ -7,7 +7,7 @@ const LINGER_MS = 10_000;
 export type BodyOutcome = Buffer | 'too-large' | 'over-budget';
 type Settlement = BodyOutcome | 'end';
 
-interface PendingBody {
+export interface PendingBody {
   held: number;
   /** Gives up the body: its bytes are released and the request is answered by its owner. */
   drop(): void;
@@ -24,16 +24,14 @@ export class BodyBudget {
 
   constructor(public total: number) {}
 
-  get held(): number {
-    return this.#held;
-  }
-
   /** Makes room for `bytes` more of `body`; false when even dropping every older body cannot. */
   reserve(body: PendingBody, bytes: number): boolean {
     this.#pending.add(body);
     for (const oldest of this.#pending) {
       if (this.#held + bytes <= this.total) break;
       oldest.drop();
+      // Those after it began later: they stay.
+      if (oldest === body) break;
     }
     if (!this.#pending.has(body)) return false;
     body.held += bytes;

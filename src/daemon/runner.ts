@@ -221,12 +221,11 @@ function markedProcesses(jobId: string): number[] {
 }
 
 /** Ends every process in a cgroup, those that left the command's process group or session included. */
-export function killCgroup(cgroup: string): boolean {
+function killCgroup(cgroup: string): void {
   try {
     fs.writeFileSync(`${cgroup}/cgroup.kill`, '1');
-    return true;
   } catch {
-    return false;
+    // Not made yet (the command has not started) or gone already: nothing in it to end.
   }
 }
 
