@@ -73,8 +73,9 @@ describe('output beyond what the daemon can hold', () => {
     assert.deepEqual([outcome.exitCode, outcome.truncated], [0, true]);
     // Each kept NUL is written as \u0000: six bytes of reply per byte kept.
     assert.ok(bytes >= budget * 6 && bytes < budget * 6 + MiB, `reply of ${bytes} bytes`);
-    // The kept bytes, the text made of them, the reply written from it, and garbage not yet collected.
-    assert.ok(peak < before + 5 * (budget / MiB), `peak RSS ${peak.toFixed(0)} MiB`);
+    // The kept bytes, the text made of them, the reply written from it, and garbage not yet collected
+    // (measured: 296 MiB over the start here, 299 on CI: close to 5 × the budget); 600 MB held would be twice this.
+    assert.ok(peak < before + 6 * (budget / MiB), `peak RSS ${peak.toFixed(0)} MiB`);
     assert.equal((await post(url, {command: 'echo still up'})).json.data.stdout, 'still up\n');
     assert.equal(daemon.exitCode, null);
     if (daemon.exitCode !== null) tally.crashes++;

@@ -12,10 +12,12 @@ const ATTACKERS = 2000;
 const BUDGET_MIB = 64;
 /**
  * What the daemon's resident memory stays under while 2,000 connections trickle bodies at it: the
- * budget, 2,000 connections (about 80 MiB at BODY_BUDGET 8 MiB, 130 MiB in all) and released
- * bodies not yet collected. Measured: 211 to 242 MiB.
+ * budget, 2,000 connections (about 80 MiB at BODY_BUDGET 8 MiB, 130 MiB in all), and the bytes a
+ * lingering close has read and thrown away that V8 has not yet collected, which varies with the
+ * machine. Measured: 192 to 245 MiB here, 331 MiB once on CI. Without the budget it would be the
+ * attackers' bodies, 2,000 MiB and more.
  */
-const RSS_LIMIT_MIB = BUDGET_MIB + 256;
+const RSS_LIMIT_MIB = BUDGET_MIB + 384;
 
 
 /** Headers that pass the format check (the signature is checked only once the body is in). */
