@@ -18,9 +18,10 @@
  *                         Payload: u64 bytes read from stdout, u64 from stderr
  * The helper exits when its stdin closes: the daemon is gone.
  *
- * Usage: dffs-spawn [--no-pidfd] [--cgroup-home DIR]
+ * Usage: dffs-spawn [--no-pidfd] [--cgroup-home DIR] [--umask OCTAL]
  *   --no-pidfd: see exits through SIGCHLD, as on kernels before 5.3 (for tests).
  *   --cgroup-home: the helper's own cgroup, to return to after starting a command in another.
+ *   --umask: the file mode mask commands start with (the service's own is stricter).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -408,6 +409,12 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-pidfd") == 0) no_pidfd = 1;
     else if (strcmp(argv[i], "--cgroup-home") == 0 && i + 1 < argc) cgroup_home = argv[++i];
+    else if (strcmp(argv[i], "--umask") == 0 && i + 1 < argc) {
+      char *end;
+      unsigned long mask = strtoul(argv[++i], &end, 8);
+      if (*end != '\0' || mask > 0777) die("--umask takes an octal mask");
+      umask((mode_t)mask);
+    }
   }
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {

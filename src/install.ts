@@ -1,4 +1,4 @@
-import {chmodSync, chownSync, closeSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync} from 'node:fs';
+import {chmodSync, chownSync, closeSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync} from 'node:fs';
 import {dirname, join, relative} from 'node:path';
 import {DEFAULT_BIND, parseBindList} from './bind.js';
 import {
@@ -14,9 +14,11 @@ import {
 import {readSnapshot, SERVICE_CONTROL_SOCKET} from './control.js';
 import {probeBind} from './probe.js';
 import {parseLegacyConfig} from './system/legacy-config.js';
-import {BIN_DIR, CURRENT_LINK, LIB_DIR, RELEASES_DIR, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './system/paths.js';
+import {BIN_DIR, CURRENT_LINK, LIB_DIR, ORIGINAL_BACKUP_DIR, RELEASES_DIR, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './system/paths.js';
+import {shellQuote, untrustedRuntimeReason} from './system/runtime.js';
+import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './system/snapshot.js';
 import {run, SystemError, systemctl, systemdIsRunning, unitState} from './system/systemd.js';
-import {renderUnit} from './system/unit.js';
+import {INSTALL_MARK, renderUnit} from './system/unit.js';
 import {UserError} from './user-error.js';
 import {VERSION} from './version.js';
 
@@ -173,11 +175,7 @@ function currentRelease(): string | undefined {
 export const NODE_FLAGS = ['--max-semi-space-size=2'];
 
 function wrapperScript(nodePath: string): string {
-  return `#!/bin/sh\n# Written by dffs-ctl install: the sidecar with the Node.js it was installed with.\nexec '${nodePath}' ${NODE_FLAGS.join(' ')} '${CURRENT_LINK}/bin/run.js' "$@"\n`;
-}
-
-function readIfExists(path: string): string | undefined {
-  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+  return `#!/bin/sh\n${INSTALL_MARK}: the sidecar with the Node.js it was installed with.\nexec ${shellQuote(nodePath)} ${NODE_FLAGS.join(' ')} ${shellQuote(`${CURRENT_LINK}/bin/run.js`)} "$@"\n`;
 }
 
 async function userExists(name: string): Promise<boolean> {
@@ -219,10 +217,13 @@ export function readSystemConfigText(): string | undefined {
 export async function waitHealthy(version: string, config: StoredConfig, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'not started';
+  // Counted from just after the restart: a daemon that exits is started again by Restart=, and
+  // would only come back to fail again.
+  const restartsBefore = (await unitState()).restarts;
   while (Date.now() < deadline) {
     const state = await unitState();
-    if (state.activeState === 'failed') {
-      last = 'the service failed';
+    if (state.activeState === 'failed' || state.restarts > restartsBefore) {
+      last = state.activeState === 'failed' ? 'the service failed' : 'the service exited, and systemd started it again';
       break;
     }
     if (state.activeState === 'active') {
@@ -262,7 +263,8 @@ export interface InstallResult {
   bind: string;
   secretKey: string;
   configChanged: boolean;
-  importedLegacyConfig?: string;
+  /** Where the original Sidecar's files were saved, when this install replaced them. */
+  originalBackup?: string;
   unit: string;
 }
 
@@ -271,9 +273,46 @@ export function stopTimeoutSeconds(config: StoredConfig): number {
   return (config.DRAIN_TIMEOUT ?? NUMERIC_SETTINGS.DRAIN_TIMEOUT.default) + 30;
 }
 
+/** What the original Sidecar's service was doing when we took its place, to leave it so again. */
+interface OriginalState {
+  enabled: boolean;
+  active: boolean;
+  savedAt: string;
+}
+
+/** Paths an install writes over, whose previous content a rollback or restore puts back. */
+const REPLACED_PATHS = [...WRAPPERS.map((name) => join(BIN_DIR, name)), UNIT_PATH, SYSTEM_CONFIG_PATH];
+
+/** True when a snapshot is a file of the original Sidecar's rather than one we wrote. */
+function isOriginalFile(snapshot: PathSnapshot): boolean {
+  return snapshot.kind === 'file' && !snapshot.content.includes(INSTALL_MARK) && !(snapshot.path === SYSTEM_CONFIG_PATH && isJson(snapshot.content));
+}
+
+function isJson(content: Buffer): boolean {
+  try {
+    JSON.parse(content.toString('utf8'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The Node.js the installed program runs on: the one given if only root can change it, else a copy in the release. */
+function serviceRuntime(release: string, nodePath: string, log: (line: string) => void): string {
+  if (existsSync(join(release, BUNDLED_NODE))) return join(CURRENT_LINK, BUNDLED_NODE);
+  const reason = untrustedRuntimeReason(nodePath);
+  if (reason === undefined) return realpathSync(nodePath);
+  mkdirSync(dirname(join(release, BUNDLED_NODE)), {recursive: true});
+  copyFileSync(realpathSync(nodePath), join(release, BUNDLED_NODE));
+  chmodSync(join(release, BUNDLED_NODE), 0o755);
+  log(`Copied ${nodePath} into the release, as root runs it and ${reason}`);
+  return join(CURRENT_LINK, BUNDLED_NODE);
+}
+
 /**
- * Installs, or upgrades, the service. An upgrade that does not come up healthy is rolled back:
- * the previous release and config are put back and restarted.
+ * Installs, or upgrades, the service. Whatever it replaces is kept first: an install that does
+ * not come up healthy puts back the previous release, or the original Sidecar and its service
+ * state, or, on a first install, leaves nothing enabled or running.
  */
 export async function install(options: InstallOptions): Promise<InstallResult> {
   const plan = planConfig(readSystemConfigText(), {bind: options.bind, secretKey: options.secretKey});
@@ -294,64 +333,76 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
   };
   if (options.dryRun) return result;
 
+  const replaced = REPLACED_PATHS.map((path) => takeSnapshot(path));
+  let original: OriginalState | undefined;
+  if (!previousRelease && replaced.some((snapshot) => isOriginalFile(snapshot))) {
+    const state = await unitState();
+    original = {enabled: state.enabled === 'enabled', active: state.activeState === 'active', savedAt: new Date().toISOString()};
+    saveSnapshots(ORIGINAL_BACKUP_DIR, replaced, original);
+    result.originalBackup = ORIGINAL_BACKUP_DIR;
+    options.log(`Saved the original Sidecar's program, unit and config in ${ORIGINAL_BACKUP_DIR} (uninstall --restore-original puts them back)`);
+  }
+
   await ensureServiceUser(options.log);
   copyRelease(options.sourceRoot, release);
   shareUnchangedRuntime(release, previousRelease);
-  // An offline bundle brings its runtime, which the wrappers run through the current link.
-  const bundled = existsSync(join(release, BUNDLED_NODE));
-  const serviceNode = bundled ? join(release, BUNDLED_NODE) : options.nodePath;
+  const runtime = serviceRuntime(release, options.nodePath, options.log);
   try {
-    await run('runuser', ['-u', SERVICE_USER, '--', serviceNode, '--version']);
+    await run('runuser', ['-u', SERVICE_USER, '--', runtime.replace(CURRENT_LINK, release), '--version']);
   } catch {
     rmSync(release, {recursive: true, force: true});
-    throw new InstallError(`${serviceNode} cannot be run by user ${SERVICE_USER} (is it under /root or a home directory?): install Node.js system-wide, or use the offline bundle`);
+    throw new InstallError(`${runtime} cannot be run by user ${SERVICE_USER}: install Node.js system-wide, or use the offline bundle`);
   }
-  options.log(`Copied the program${bundled ? ' and its Node.js runtime' : ''} to ${release}`);
-  const previousWrappers = WRAPPERS.map((name) => [join(BIN_DIR, name), readIfExists(join(BIN_DIR, name))] as const);
-  const wrapper = wrapperScript(bundled ? join(CURRENT_LINK, BUNDLED_NODE) : options.nodePath);
-  for (const [path] of previousWrappers) writeAtomic(path, wrapper, 0o755);
-  pointCurrentAt(release);
+  options.log(`Copied the program to ${release}`);
 
-  if (plan.legacy) {
-    // Conf cannot open a file that is not JSON: the original moves aside first, and back on failure.
-    result.importedLegacyConfig = `${SYSTEM_CONFIG_PATH}.orig-${stamp}`;
-    renameSync(SYSTEM_CONFIG_PATH, result.importedLegacyConfig);
-    try {
-      await writeSystemConfig(plan.config);
-    } catch (error) {
-      renameSync(result.importedLegacyConfig, SYSTEM_CONFIG_PATH);
-      throw error;
-    }
-    options.log(`Imported the original Sidecar's config; the old file is kept as ${result.importedLegacyConfig}`);
-  } else if (plan.changed || plan.previousText === undefined) {
-    await writeSystemConfig(plan.config);
-  }
-
-  const previousUnit = readIfExists(UNIT_PATH);
-  writeAtomic(UNIT_PATH, unit, 0o644);
-  await systemctl('daemon-reload');
-  await systemctl('enable', '--quiet', SERVICE_NAME);
   try {
+    const wrapper = wrapperScript(runtime);
+    for (const name of WRAPPERS) writeAtomic(join(BIN_DIR, name), wrapper, 0o755);
+    pointCurrentAt(release);
+    if (plan.legacy) {
+      // Conf cannot open a file that is not JSON; the original is in the backup.
+      rmSync(SYSTEM_CONFIG_PATH);
+      await writeSystemConfig(plan.config);
+      options.log('Imported the original Sidecar\'s config');
+    } else if (plan.changed || plan.previousText === undefined) {
+      await writeSystemConfig(plan.config);
+    }
+    writeAtomic(UNIT_PATH, unit, 0o644);
+    await systemctl('daemon-reload');
+    await systemctl('enable', '--quiet', SERVICE_NAME);
     await systemctl('restart', SERVICE_NAME);
     await waitHealthy(VERSION, plan.config);
   } catch (error) {
-    if (!previousRelease) throw error;
-    pointCurrentAt(previousRelease);
-    for (const [path, text] of previousWrappers) if (text !== undefined) writeAtomic(path, text, 0o755);
-    if (plan.previousText !== undefined) {
-      writeAtomic(SYSTEM_CONFIG_PATH, plan.previousText, 0o640);
-      chownSync(SYSTEM_CONFIG_PATH, 0, await groupId(SERVICE_USER));
+    const cause = (error as Error).message;
+    if (previousRelease) {
+      pointCurrentAt(previousRelease);
+      for (const snapshot of replaced) restoreSnapshot(snapshot);
+      await systemctl('daemon-reload');
+      await systemctl('restart', SERVICE_NAME);
+      rmSync(release, {recursive: true, force: true});
+      throw new InstallError(`the upgrade to ${VERSION} failed, so the previous release (${previousRelease}) was put back and restarted.\nCause: ${cause}`);
     }
-    if (previousUnit !== undefined) writeAtomic(UNIT_PATH, previousUnit, 0o644);
-    await systemctl('daemon-reload');
-    await systemctl('restart', SERVICE_NAME);
-    rmSync(release, {recursive: true, force: true});
-    throw new InstallError(`the upgrade to ${VERSION} failed, so the previous release (${previousRelease}) was put back and restarted.\nCause: ${(error as Error).message}`);
+    await putBack(replaced, original);
+    rmSync(LIB_DIR, {recursive: true, force: true});
+    if (original) {
+      rmSync(ORIGINAL_BACKUP_DIR, {recursive: true, force: true});
+      throw new InstallError(`the install failed, so the original Sidecar's program, unit and config were put back${original.active ? ' and its service restarted' : ''}.\nCause: ${cause}`);
+    }
+    throw new InstallError(`the install failed: nothing is left installed, enabled or running.\nCause: ${cause}`);
   }
   for (const old of readdirSync(RELEASES_DIR).map((name) => join(RELEASES_DIR, name))) {
     if (old !== release && old !== previousRelease) rmSync(old, {recursive: true, force: true});
   }
   return result;
+}
+
+/** Stops our service and puts back the files it replaced; the original's service is left as it was found. */
+async function putBack(replaced: PathSnapshot[], original: OriginalState | undefined): Promise<void> {
+  await systemctl('disable', '--now', '--quiet', SERVICE_NAME).catch(() => undefined);
+  for (const snapshot of replaced) restoreSnapshot(snapshot);
+  await systemctl('daemon-reload');
+  if (original?.enabled) await systemctl('enable', '--quiet', SERVICE_NAME);
+  if (original?.active) await systemctl('restart', SERVICE_NAME);
 }
 
 /** The block the manual shows after an install, with start and stop the right way round. */
@@ -376,27 +427,47 @@ with Host ${firstAddress.host}, Port ${firstAddress.port}, Protocol http, and th
 
 export interface UninstallResult {
   removed: string[];
+  /** The original Sidecar's files put back, with --restore-original. */
+  restored: string[];
 }
 
-/** Stops and removes the service and the program; with purge, also the config, state and user. */
-export async function uninstall(purge: boolean): Promise<UninstallResult> {
+/**
+ * Stops and removes the service and the program; with purge, also the config, state, user and
+ * the backup of the original Sidecar; with restoreOriginal, puts the original back as it was.
+ */
+export async function uninstall(options: {purge: boolean; restoreOriginal: boolean}): Promise<UninstallResult> {
+  let original: {details: OriginalState; snapshots: PathSnapshot[]} | undefined;
+  if (options.restoreOriginal) {
+    if (!existsSync(ORIGINAL_BACKUP_DIR)) throw new InstallError(`there is no backup of the original Sidecar in ${ORIGINAL_BACKUP_DIR}: it is kept only when install replaced one`, 66);
+    original = loadSnapshots<OriginalState>(ORIGINAL_BACKUP_DIR);
+  }
   const removed: string[] = [];
   if ((await unitState()).loaded) {
     await systemctl('disable', '--now', '--quiet', SERVICE_NAME);
     removed.push(`service ${SERVICE_NAME}`);
   }
   const paths = [UNIT_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
-  if (purge) {
-    paths.push(STATE_DIR, SYSTEM_CONFIG_PATH, ...readdirSync(dirname(SYSTEM_CONFIG_PATH)).filter((name) => name.startsWith('dataflux-func-sidecar.orig-')).map((name) => join('/etc', name)));
-  }
+  if (options.purge) paths.push(STATE_DIR, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR);
   for (const path of paths) {
     if (existsSync(path)) {
       rmSync(path, {recursive: true, force: true});
       removed.push(path);
     }
   }
+  const restored: string[] = [];
+  if (original) {
+    for (const snapshot of original.snapshots) {
+      restoreSnapshot(snapshot);
+      if (snapshot.kind !== 'absent') restored.push(snapshot.path);
+    }
+    await systemctl('daemon-reload');
+    if (original.details.enabled) await systemctl('enable', '--quiet', SERVICE_NAME);
+    if (original.details.active) await systemctl('restart', SERVICE_NAME);
+    rmSync(ORIGINAL_BACKUP_DIR, {recursive: true, force: true});
+    return {removed, restored};
+  }
   await systemctl('daemon-reload');
-  if (purge && (await userExists(SERVICE_USER))) {
+  if (options.purge && (await userExists(SERVICE_USER))) {
     try {
       await run('userdel', [SERVICE_USER]);
       removed.push(`user ${SERVICE_USER}`);
@@ -404,5 +475,5 @@ export async function uninstall(purge: boolean): Promise<UninstallResult> {
       throw new SystemError(`could not remove user ${SERVICE_USER}: ${(error as Error).message}`);
     }
   }
-  return {removed};
+  return {removed, restored};
 }

@@ -26,6 +26,10 @@ describe('the systemd unit', () => {
       'Wants=network-online.target',
       'RuntimeDirectory=dataflux-func-sidecar',
       'WantedBy=multi-user.target',
+      // Its own files private; commands with the usual mask.
+      'UMask=0077',
+      'StateDirectoryMode=0700',
+      'Environment=DFFS_COMMAND_UMASK=0022',
     ]) {
       assert.ok(unit.split('\n').includes(line), line);
     }

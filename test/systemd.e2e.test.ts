@@ -265,7 +265,7 @@ describe('dffs-ctl on a real systemd', () => {
     const out = await box.ok('node /src/bin/run.js install');
     assert.match(out, /Imported the original Sidecar's config/);
     assert.equal(JSON.parse(await box.ok('cat /etc/dataflux-func-sidecar')).SECRET_KEY, 'legacy-secret-key-123');
-    assert.match(await box.ok('cat /etc/dataflux-func-sidecar.orig-*'), /SECRET_KEY: legacy-secret-key-123/);
+    assert.match(await box.ok('cat /var/backups/dataflux-func-sidecar-original/3'), /SECRET_KEY: legacy-secret-key-123/);
     assert.equal(await box.ok('dffs-ctl exec "echo imported"'), 'imported');
   });
 });

@@ -7,7 +7,9 @@ export default class Install extends Command {
   static override summary = 'Install or upgrade the sidecar as the systemd service dataflux-func-sidecar.';
   static override description = `Creates the system user dffs, copies this program to /usr/local/lib/dataflux-func-sidecar (with /usr/local/bin/dataflux-func-sidecar and /usr/local/bin/dffs-ctl, run by the Node.js that runs this command; from the offline bundle, by the bundle's own Node.js, copied with the program), writes /etc/dataflux-func-sidecar (root:dffs, 0640) and the unit, then enables and starts the service.
 
-Running it again upgrades: the program is replaced and the service restarted, the config kept (flags change just their keys). An upgrade that does not come up healthy is rolled back to the previous release. A config left by the original Sidecar (KEY: value lines) is imported, and the old file kept beside it.
+The service and the two programs run only a Node.js that root alone can change: one under a user's home (nvm, say) is copied into the release first.
+
+Running it again upgrades: the program is replaced and the service restarted, the config kept (flags change just their keys). An upgrade that does not come up healthy is rolled back to the previous release. Installed over the original Sidecar, its program, unit and config (KEY: value lines, imported) are saved in /var/backups/dataflux-func-sidecar-original first; if ours does not come up healthy they are put back and the original restarted, and uninstall --restore-original puts them back later. A first install that fails leaves nothing enabled or running.
 
 The unit is hardened (systemd-analyze security: 2.8); that hardening implies NoNewPrivileges, so sudo and setuid programs cannot raise privileges from commands. --allow-setuid leaves those directives out (score 6.2).`;
 

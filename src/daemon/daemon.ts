@@ -34,6 +34,14 @@ export interface DaemonOptions {
   commandCgroups?: CommandCgroups | null;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
+  /** The file mode mask commands start with: default, DFFS_COMMAND_UMASK (the unit's, whose own UMask is stricter), else the daemon's. */
+  commandUmask?: number;
+}
+
+/** DFFS_COMMAND_UMASK, in octal, if set and valid. */
+export function commandUmaskFrom(env: NodeJS.ProcessEnv): number | undefined {
+  const text = env.DFFS_COMMAND_UMASK;
+  return text !== undefined && /^0?[0-7]{1,3}$/.test(text) ? Number.parseInt(text, 8) : undefined;
 }
 
 /** Helpers that stop this soon after their start, this many times in a row, are given up for Node's child_process. */
@@ -177,6 +185,7 @@ export class Daemon {
   #helperRetry: NodeJS.Timeout | undefined;
   readonly #outputBudget: OutputBudget;
   readonly #cgroups: CommandCgroups | undefined;
+  readonly #commandUmask: number | undefined;
   readonly #runningFile: RunningFile | undefined;
   #stateLock: {release(): void} | undefined;
   #stopping: Promise<void> | undefined;
@@ -188,6 +197,7 @@ export class Daemon {
     this.#settings = settings;
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
+    this.#commandUmask = options.commandUmask ?? commandUmaskFrom(process.env);
     this.#cgroups = options.commandCgroups === null ? undefined : (options.commandCgroups ?? CommandCgroups.detect());
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
@@ -335,6 +345,7 @@ export class Daemon {
     }
     const helper = new SpawnHelper(path, {
       cgroupHome: this.#cgroups?.home,
+      umask: this.#commandUmask,
       onExit: (exitReason) => this.#helperExited(helper, exitReason),
       onHandlerError: (error) => this.#reportInternalError('spawner event', error),
     });
@@ -586,6 +597,7 @@ export class Daemon {
         outputLimit: settings.OUTPUT_LIMIT,
         outputBudget: this.#outputBudget,
         ...(this.#cgroups ? {cgroup: this.#cgroups.pathFor(job.id)} : {}),
+        umask: this.#commandUmask,
       },
       this.#helper,
       {

@@ -19,6 +19,8 @@ export interface CommandSpec {
   outputBudget: OutputBudget;
   /** The command's own cgroup (a directory in the cgroup v2 tree), where the service has one to give. */
   cgroup?: string;
+  /** The file mode mask it starts with, when not the daemon's own. */
+  umask?: number;
   /** Its job id, also in its environment as SIDECAR_JOB_ID: how it is found if its pid never came. */
   jobId: string;
 }
@@ -276,12 +278,19 @@ function spawnWithNode(spec: CommandSpec, events: ShellEvents, onHandlerError: (
       onHandlerError(error);
     }
   };
-  const child = spawn('/bin/sh', ['-c', '--', spec.command], {
-    cwd: spec.workdir,
-    env: spec.env,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  // The child is forked within spawn(): the daemon's own mask is back before any other code runs.
+  const daemonUmask = spec.umask === undefined ? undefined : process.umask(spec.umask);
+  let child: NodeChild;
+  try {
+    child = spawn('/bin/sh', ['-c', '--', spec.command], {
+      cwd: spec.workdir,
+      env: spec.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } finally {
+    if (daemonUmask !== undefined) process.umask(daemonUmask);
+  }
   child.once('spawn', guarded(() => {
     if (child.pid !== undefined) events.started(child.pid);
   }));

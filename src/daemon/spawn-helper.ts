@@ -23,6 +23,8 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
 export interface SpawnHelperOptions {
   /** The helper's own cgroup, to start commands in cgroups of their own below it. */
   cgroupHome?: string;
+  /** The file mode mask of commands, when not the daemon's own. */
+  umask?: number;
   /** Called when the helper has gone, after each of its commands was told. */
   onExit(reason: string): void;
   /** An exception thrown while a command's events were handled: reported, never the daemon's end. */
@@ -49,7 +51,10 @@ export class SpawnHelper implements Spawner {
     readonly path: string,
     private readonly options: SpawnHelperOptions,
   ) {
-    const args = options.cgroupHome ? ['--cgroup-home', options.cgroupHome] : [];
+    const args = [
+      ...(options.cgroupHome ? ['--cgroup-home', options.cgroupHome] : []),
+      ...(options.umask === undefined ? [] : ['--umask', options.umask.toString(8)]),
+    ];
     // A session of its own: Ctrl-C or a hangup on the daemon's terminal reaches the daemon, which
     // drains, and not the helper, whose end would end every command.
     this.#process = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});

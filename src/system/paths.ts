@@ -8,3 +8,5 @@ export const CURRENT_LINK = `${LIB_DIR}/current`;
 export const BIN_DIR = '/usr/local/bin';
 export const WRAPPERS = ['dataflux-func-sidecar', 'dffs-ctl'] as const;
 export const STATE_DIR = `/var/lib/${SERVICE_NAME}`;
+/** The original Sidecar's program, unit and config, as they were before an install replaced them: root's only. */
+export const ORIGINAL_BACKUP_DIR = `/var/backups/${SERVICE_NAME}-original`;

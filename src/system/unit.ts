@@ -48,9 +48,12 @@ function directives(list: readonly (readonly [string, string, string])[]): strin
   return list.map(([key, value, why]) => `${why ? `# ${why}\n` : ''}${key}=${value}`).join('\n');
 }
 
+/** The first words of each file install writes, by which it tells its own files from the original Sidecar's. */
+export const INSTALL_MARK = '# Written by dffs-ctl install';
+
 /** The systemd unit of the sidecar service. */
 export function renderUnit(options: UnitOptions): string {
-  return `# Written by dffs-ctl install; re-running install rewrites it.
+  return `${INSTALL_MARK}; re-running install rewrites it.
 [Unit]
 Description=DataFlux Func Sidecar
 Documentation=man:systemd.exec(5)
@@ -75,8 +78,13 @@ LimitNPROC=4096
 RuntimeDirectory=${SERVICE_NAME}
 RuntimeDirectoryMode=0750
 StateDirectory=${SERVICE_NAME}
+StateDirectoryMode=0700
 WorkingDirectory=${STATE_DIR}
 Environment=NODE_ENV=production
+# What the daemon writes (replay journal, the list of running commands) is its own; commands start
+# with the usual 0022, so the files they create are as under the original Sidecar.
+UMask=0077
+Environment=DFFS_COMMAND_UMASK=0022
 # Each command in a cgroup of its own below the service's, so that a timeout ends all it started,
 # also what left its process group (setsid, daemons), with cgroup.kill. (This is why the cgroup
 # tree is not read-only: ProtectControlGroups= would take the delegated subtree away too.)
