@@ -11,7 +11,7 @@ The service and the two programs run only a Node.js that root alone can change: 
 
 Running it again upgrades: the program is replaced and the service restarted, the config kept (flags change just their keys). An upgrade that does not come up healthy is rolled back to the previous release. Installed over the original Sidecar, its program, unit and config (KEY: value lines, imported) are saved in /var/backups/dataflux-func-sidecar-original first; if ours does not come up healthy they are put back and the original restarted, and uninstall --restore-original puts them back later. A first install that fails leaves nothing enabled or running.
 
-The unit is hardened (systemd-analyze security: 2.8); that hardening implies NoNewPrivileges, so sudo and setuid programs cannot raise privileges from commands. --allow-setuid leaves those directives out (score 6.2).`;
+The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoNewPrivileges, so sudo and setuid programs cannot raise privileges from commands. --allow-setuid leaves those directives out (score 6.4).`;
 
   static override examples = [
     {description: 'Install with the manual\'s defaults (127.0.0.1:8099,172.17.0.1:8099 and a random key)', command: 'sudo <%= config.bin %> <%= command.id %>'},
