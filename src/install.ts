@@ -1,5 +1,5 @@
-import {chmodSync, chownSync, closeSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync} from 'node:fs';
-import {dirname, join, relative} from 'node:path';
+import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync} from 'node:fs';
+import {basename, dirname, join, relative} from 'node:path';
 import {DEFAULT_BIND, parseBindList} from './bind.js';
 import {
   ConfigError,
@@ -97,7 +97,12 @@ function productionPackages(root: string): Set<string> | undefined {
 /** Where an offline bundle's application keeps its own Node.js runtime. */
 export const BUNDLED_NODE = 'runtime/bin/node';
 
-/** Copies the program (bin, dist, manifest, a bundled runtime, production node_modules) into a new release directory. */
+/**
+ * Copies the program (bin, dist, manifest, a bundled runtime, production node_modules) into a new
+ * release directory, which stays root's alone until sealRelease: no one can open a file in it
+ * while its mode is still the source's. Symlinks are copied as what they lead to: a link out of
+ * the release would let its owner change what root runs.
+ */
 export function copyRelease(sourceRoot: string, target: string): void {
   const packages = productionPackages(sourceRoot);
   const wanted = (path: string): boolean => {
@@ -111,10 +116,49 @@ export function copyRelease(sourceRoot: string, target: string): void {
     }
     return false;
   };
-  mkdirSync(dirname(target), {recursive: true});
-  cpSync(sourceRoot, target, {recursive: true, filter: wanted, verbatimSymlinks: true});
+  for (const directory of [LIB_DIR, RELEASES_DIR]) {
+    mkdirSync(directory, {recursive: true});
+    chmodSync(directory, 0o755);
+  }
+  mkdirSync(target, {mode: 0o700});
+  chmodSync(target, 0o700);
+  cpSync(sourceRoot, target, {recursive: true, filter: wanted, dereference: true});
   for (const required of ['package.json', 'bin/run.js', 'dist/commands/serve.js']) {
     if (!existsSync(join(target, required))) throw new InstallError(`${sourceRoot} has no ${required}: run npm ci (it builds dist/) first`);
+  }
+}
+
+/**
+ * Makes every file of a release root's, 0644 or 0755 (0755 when it was executable at all), with
+ * no set-id bit, whatever the source's modes and root's umask were; then opens the release to all.
+ */
+function sealRelease(release: string): void {
+  const seal = (path: string) => {
+    const info = lstatSync(path);
+    if (info.isDirectory()) for (const name of readdirSync(path)) seal(join(path, name));
+    lchownSync(path, 0, 0);
+    if (!info.isSymbolicLink()) chmodSync(path, info.isDirectory() || (info.mode & 0o111) !== 0 ? 0o755 : 0o644);
+  };
+  for (const name of readdirSync(release)) seal(join(release, name));
+  lchownSync(release, 0, 0);
+  chmodSync(release, 0o755);
+}
+
+/**
+ * Copies a file into a release that is still root's alone. The source is read from an open
+ * descriptor: a Node.js being run is read through /proc/self/exe, the very file running, which a
+ * rename over its path does not change.
+ */
+function copyInto(source: string, target: string): void {
+  mkdirSync(dirname(target), {recursive: true});
+  const from = openSync(source, 'r');
+  const to = openSync(target, 'wx', 0o700);
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (let read = readSync(from, chunk); read > 0; read = readSync(from, chunk)) writeSync(to, chunk, 0, read);
+  } finally {
+    closeSync(from);
+    closeSync(to);
   }
 }
 
@@ -273,6 +317,9 @@ export function stopTimeoutSeconds(config: StoredConfig): number {
   return (config.DRAIN_TIMEOUT ?? NUMERIC_SETTINGS.DRAIN_TIMEOUT.default) + 30;
 }
 
+/** How an earlier version of install kept the original's config: beside it, as `<config>.orig-<time>`. */
+const LEGACY_BACKUP_PREFIX = `${basename(SYSTEM_CONFIG_PATH)}.orig-`;
+
 /** What the original Sidecar's service was doing when we took its place, to leave it so again. */
 interface OriginalState {
   enabled: boolean;
@@ -300,12 +347,12 @@ function isJson(content: Buffer): boolean {
 /** The Node.js the installed program runs on: the one given if only root can change it, else a copy in the release. */
 function serviceRuntime(release: string, nodePath: string, log: (line: string) => void): string {
   if (existsSync(join(release, BUNDLED_NODE))) return join(CURRENT_LINK, BUNDLED_NODE);
-  const reason = untrustedRuntimeReason(nodePath);
+  const running = nodePath === process.execPath;
+  // Linux names the file running as "PATH (deleted)" once another file has been renamed over PATH.
+  const reason = running && !existsSync(nodePath) ? `${nodePath} was replaced while install ran` : untrustedRuntimeReason(nodePath);
   if (reason === undefined) return realpathSync(nodePath);
-  mkdirSync(dirname(join(release, BUNDLED_NODE)), {recursive: true});
-  copyFileSync(realpathSync(nodePath), join(release, BUNDLED_NODE));
-  chmodSync(join(release, BUNDLED_NODE), 0o755);
-  log(`Copied ${nodePath} into the release, as root runs it and ${reason}`);
+  copyInto(running ? '/proc/self/exe' : nodePath, join(release, BUNDLED_NODE));
+  log(`Copied ${nodePath} into the release, as root runs it and ${reason}. (This install itself ran it as root: install Node.js system-wide, or use the offline bundle, to run nothing a user can change.)`);
   return join(CURRENT_LINK, BUNDLED_NODE);
 }
 
@@ -315,6 +362,9 @@ function serviceRuntime(release: string, nodePath: string, log: (line: string) =
  * state, or, on a first install, leaves nothing enabled or running.
  */
 export async function install(options: InstallOptions): Promise<InstallResult> {
+  if (lstatSync(SYSTEM_CONFIG_PATH, {throwIfNoEntry: false})?.isSymbolicLink()) {
+    throw new InstallError(`${SYSTEM_CONFIG_PATH} is a symlink: install writes and restores this file in place. Replace the link with the file it points to, then install again`, 78);
+  }
   const plan = planConfig(readSystemConfigText(), {bind: options.bind, secretKey: options.secretKey});
   const previousRelease = currentRelease();
   const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
@@ -332,21 +382,63 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     unit,
   };
   if (options.dryRun) return result;
+  return shieldedFromSignals(options.log, () => installRelease(options, plan, result, previousRelease));
+}
 
+/**
+ * Runs an install to its end: Ctrl-C, a closed ssh session or a TERM would otherwise stop it
+ * half-way, with neither the new service healthy nor the old one back. A terminal gone meanwhile
+ * makes writes to it fail, which must not end the install either.
+ */
+async function shieldedFromSignals<T>(log: (line: string) => void, work: () => Promise<T>): Promise<T> {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const onSignal = (signal: NodeJS.Signals) => log(`${signal}: install finishes first, and puts back what it replaced if it fails`);
+  const ignore = () => undefined;
+  for (const signal of signals) process.on(signal, onSignal);
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
+  try {
+    return await work();
+  } finally {
+    for (const signal of signals) process.off(signal, onSignal);
+  }
+}
+
+async function installRelease(options: InstallOptions, plan: ConfigPlan, result: InstallResult, previousRelease: string | undefined): Promise<InstallResult> {
+  const {release, unit} = result;
   const replaced = REPLACED_PATHS.map((path) => takeSnapshot(path));
   let original: OriginalState | undefined;
+  let backupSavedNow = false;
   if (!previousRelease && replaced.some((snapshot) => isOriginalFile(snapshot))) {
     const state = await unitState();
     original = {enabled: state.enabled === 'enabled', active: state.activeState === 'active', savedAt: new Date().toISOString()};
-    saveSnapshots(ORIGINAL_BACKUP_DIR, replaced, original);
     result.originalBackup = ORIGINAL_BACKUP_DIR;
-    options.log(`Saved the original Sidecar's program, unit and config in ${ORIGINAL_BACKUP_DIR} (uninstall --restore-original puts them back)`);
+    if (existsSync(ORIGINAL_BACKUP_DIR)) {
+      // One left by an install that never finished (killed with SIGKILL, a power cut): the files
+      // there now may be partly ours, the backup is whole.
+      options.log(`Kept the backup of the original Sidecar already in ${ORIGINAL_BACKUP_DIR}`);
+    } else {
+      saveSnapshots(ORIGINAL_BACKUP_DIR, replaced, original);
+      backupSavedNow = true;
+      options.log(`Saved the original Sidecar's program, unit and config in ${ORIGINAL_BACKUP_DIR} (uninstall --restore-original puts them back)`);
+    }
+  }
+  for (const name of readdirSync(dirname(SYSTEM_CONFIG_PATH)).filter((entry) => entry.startsWith(LEGACY_BACKUP_PREFIX))) {
+    // Left by an earlier version of install, with the original's mode: the key is root's only.
+    chmodSync(join(dirname(SYSTEM_CONFIG_PATH), name), 0o600);
   }
 
   await ensureServiceUser(options.log);
-  copyRelease(options.sourceRoot, release);
-  shareUnchangedRuntime(release, previousRelease);
-  const runtime = serviceRuntime(release, options.nodePath, options.log);
+  let runtime: string;
+  try {
+    copyRelease(options.sourceRoot, release);
+    shareUnchangedRuntime(release, previousRelease);
+    runtime = serviceRuntime(release, options.nodePath, options.log);
+    sealRelease(release);
+  } catch (error) {
+    rmSync(release, {recursive: true, force: true});
+    throw error;
+  }
   try {
     await run('runuser', ['-u', SERVICE_USER, '--', runtime.replace(CURRENT_LINK, release), '--version']);
   } catch {
@@ -385,7 +477,7 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     await putBack(replaced, original);
     rmSync(LIB_DIR, {recursive: true, force: true});
     if (original) {
-      rmSync(ORIGINAL_BACKUP_DIR, {recursive: true, force: true});
+      if (backupSavedNow) rmSync(ORIGINAL_BACKUP_DIR, {recursive: true, force: true});
       throw new InstallError(`the install failed, so the original Sidecar's program, unit and config were put back${original.active ? ' and its service restarted' : ''}.\nCause: ${cause}`);
     }
     throw new InstallError(`the install failed: nothing is left installed, enabled or running.\nCause: ${cause}`);
@@ -447,7 +539,10 @@ export async function uninstall(options: {purge: boolean; restoreOriginal: boole
     removed.push(`service ${SERVICE_NAME}`);
   }
   const paths = [UNIT_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
-  if (options.purge) paths.push(STATE_DIR, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR);
+  if (options.purge) {
+    const etc = dirname(SYSTEM_CONFIG_PATH);
+    paths.push(STATE_DIR, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR, ...readdirSync(etc).filter((name) => name.startsWith(LEGACY_BACKUP_PREFIX)).map((name) => join(etc, name)));
+  }
   for (const path of paths) {
     if (existsSync(path)) {
       rmSync(path, {recursive: true, force: true});

@@ -19,17 +19,26 @@ const BROKEN_BUILD = `rm -rf /tmp/broken && mkdir /tmp/broken && cp -r /src/bin 
 const fingerprint = (paths: string[]) => box.ok(paths.map((path) => `if [ -L ${path} ]; then echo "${path} -> $(readlink ${path})"; elif [ -e ${path} ]; then echo "$(sha256sum < ${path}) $(stat -c '%a %U:%G' ${path}) ${path}"; else echo "${path} absent"; fi`).join('\n'));
 
 describe('install on a real host: the runtime root runs, rollbacks, private files', () => {
-  it('runs a root-owned copy of a Node.js that lives under a user\'s home', async () => {
-    await box.ok(`useradd -m alice && chmod 755 /home/alice && mkdir -p /home/alice/.nvm/bin
-      cp /usr/local/bin/node /home/alice/.nvm/bin/node && chown -R alice: /home/alice/.nvm`);
-    const out = await box.ok(`/home/alice/.nvm/bin/node /src/bin/run.js install --bind 127.0.0.1:8099 --secret-key ${KEY}`);
-    assert.match(out, /Copied \/home\/alice\/\.nvm\/bin\/node into the release, as root runs it and \/home\/alice\/\.nvm\/bin\/node belongs to uid \d+/);
+  it('runs a root-owned copy of a Node.js and a checkout that live under a user\'s home, also when she swaps her Node.js during the install', async () => {
+    await box.ok(`useradd -m alice && chmod 755 /home/alice && mkdir -p /home/alice/.nvm/bin /home/alice/checkout
+      cp /usr/local/bin/node /home/alice/.nvm/bin/node
+      cp -r /src/bin /src/dist /src/package.json /src/package-lock.json /src/oclif.manifest.json /home/alice/checkout/
+      ln -s /src/node_modules /home/alice/checkout/node_modules
+      chown -R alice: /home/alice/.nvm /home/alice/checkout && chmod -R a+w /home/alice/checkout/dist
+      printf '#!/bin/sh\ntouch /tmp/alice-was-here\nexec /usr/local/bin/node "$@"\n' > /home/alice/trojan && chmod 755 /home/alice/trojan`);
+    // Once root's install runs her Node.js, she renames another file over its path.
+    await box.ok(`runuser -u alice -- sh -c 'while ! pgrep -u root -x node >/dev/null; do sleep 0.01; done
+      cp /home/alice/trojan /home/alice/.nvm/bin/node.new && mv -f /home/alice/.nvm/bin/node.new /home/alice/.nvm/bin/node' >/dev/null 2>&1 &`);
+    const out = await box.ok(`/home/alice/.nvm/bin/node /home/alice/checkout/bin/run.js install --bind 127.0.0.1:8099 --secret-key ${KEY}`);
+    assert.match(out, /Copied \/home\/alice\/\.nvm\/bin\/node( \(deleted\))? into the release, as root runs it and \/home\/alice\/\.nvm\/bin\/node( belongs to uid \d+| \(deleted\) was replaced while install ran)/);
+    assert.equal(await box.ok('head -c 2 /home/alice/.nvm/bin/node'), '#!', 'the swap happened');
     const runtime = await box.ok(`readlink -f /proc/${await mainPid()}/exe`);
     assert.match(runtime, /^\/usr\/local\/lib\/dataflux-func-sidecar\/releases\/[^/]+\/runtime\/bin\/node$/);
-    assert.equal(await box.ok(`stat -c '%U %a' ${runtime}`), 'root 755');
+    assert.equal(await box.ok(`sha256sum < ${runtime}`), await box.ok('sha256sum < /usr/local/bin/node'), 'the runtime copied is the one that ran');
     assert.match(await box.ok('cat /usr/local/bin/dffs-ctl'), /^exec '\/usr\/local\/lib\/dataflux-func-sidecar\/current\/runtime\/bin\/node' /m);
-    // Alice swaps her Node.js for something of her own: root goes on running its copy.
-    await box.ok(`runuser -u alice -- sh -c 'printf "#!/bin/sh\\ntouch /tmp/alice-was-here\\n" > /home/alice/.nvm/bin/node'`);
+    // Nothing in the release is hers, links to her files, or may be written by anyone but root.
+    assert.equal(await box.ok('find /usr/local/lib/dataflux-func-sidecar \\( ! -user root -o -perm /6022 -o -type l \\) ! -path /usr/local/lib/dataflux-func-sidecar/current'), '');
+    await box.ok('echo "throw new Error(\'alice\')" >> /home/alice/checkout/dist/daemon/daemon.js');
     await box.ok('systemctl restart dataflux-func-sidecar && dffs-ctl status >/dev/null');
     assert.equal(await box.ok('dffs-ctl exec "echo still ours"'), 'still ours');
     assert.equal((await box.sh('test -e /tmp/alice-was-here')).exitCode, 1);
@@ -87,8 +96,14 @@ describe('install on a real host: the runtime root runs, rollbacks, private file
       printf 'BIND: 127.0.0.1:8099\\nSECRET_KEY: original-secret-key-123\\n' > /etc/dataflux-func-sidecar && chmod 644 /etc/dataflux-func-sidecar
       systemctl daemon-reload && systemctl enable --now --quiet dataflux-func-sidecar`);
     const before = await fingerprint(ORIGINAL);
-    const result = await box.sh('node /tmp/broken/bin/run.js install');
+    // The ssh session drops (SIGHUP), then someone sends TERM: the install still puts everything back.
+    const exit = await box.ok(`node /tmp/broken/bin/run.js install > /tmp/install.out 2> /tmp/install.err & pid=$!
+      until grep -q "Copied the program" /tmp/install.out; do sleep 0.1; done
+      kill -HUP $pid; sleep 0.2; kill -TERM $pid
+      wait $pid; echo $?`);
+    const result = {exitCode: Number(exit), stdout: await box.ok('cat /tmp/install.out'), stderr: (await box.ok('cat /tmp/install.err')).replace(/\s*\n ›\s+/g, ' ')};
     assert.equal(result.exitCode, 1, result.stdout);
+    assert.match(result.stdout, /SIGHUP: install finishes first[\s\S]*SIGTERM: install finishes first/);
     assert.match(result.stdout, /Saved the original Sidecar's program, unit and config in \/var\/backups\/dataflux-func-sidecar-original/);
     assert.match(result.stderr, /the install failed, so the original Sidecar's program, unit and config were put back and its service restarted/);
     assert.equal(await fingerprint(ORIGINAL), before);
@@ -110,6 +125,11 @@ describe('install on a real host: the runtime root runs, rollbacks, private file
     assert.equal(await fingerprint(ORIGINAL), before);
     assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar; systemctl is-enabled dataflux-func-sidecar'), 'active\nenabled');
     assert.equal(await box.ok(`readlink /proc/${await mainPid()}/exe`), '/usr/local/bin/dataflux-func-sidecar');
+    await box.ok('mv /etc/dataflux-func-sidecar /etc/dffs-elsewhere.conf && ln -s /etc/dffs-elsewhere.conf /etc/dataflux-func-sidecar');
+    const linked = await box.sh('node /src/bin/run.js install');
+    assert.equal(linked.exitCode, 78);
+    assert.match(linked.stderr, /\/etc\/dataflux-func-sidecar is a symlink: install writes and restores this file in place/);
+    await box.ok('rm /etc/dataflux-func-sidecar && mv /etc/dffs-elsewhere.conf /etc/dataflux-func-sidecar');
     const again = await box.sh('node /src/bin/run.js uninstall --restore-original');
     assert.equal(again.exitCode, 66);
     assert.match(again.stderr, /there is no backup of the original Sidecar in \/var\/backups\/dataflux-func-sidecar-original/);

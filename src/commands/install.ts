@@ -21,7 +21,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
 
   static override flags = {
     bind: Flags.string({summary: 'Comma-separated host:port list to listen on.', env: 'DFFS_BIND'}),
-    'secret-key': Flags.string({summary: 'Secret key (default: keep the current one, or generate one).', env: 'DFFS_SECRET_KEY'}),
+    'secret-key': Flags.string({summary: 'Secret key (default: keep the current one, or generate one). Prefer DFFS_SECRET_KEY: ps shows arguments.', env: 'DFFS_SECRET_KEY'}),
     'allow-setuid': Flags.boolean({summary: 'Let commands use sudo and setuid programs (less hardening).', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the plan and the unit file; change nothing.', default: false}),
   };
