@@ -1,7 +1,7 @@
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
 import {crypto, fs} from './node-builtins.js';
-import {BindError, DEFAULT_BIND, parseBindList, type BindAddress} from './bind.js';
+import {AllowFromError, BindError, DEFAULT_BIND, parseAllowFrom, parseBindList, type BindAddress, type SourceNetwork} from './bind.js';
 
 const {randomBytes} = crypto;
 const {readFileSync} = fs;
@@ -17,6 +17,11 @@ export interface StoredConfig {
   /** The key before the last rotation, still accepted until OLD_SECRET_EXPIRES_AT. */
   OLD_SECRET_KEY?: string;
   OLD_SECRET_EXPIRES_AT?: string;
+  /** PEM certificate chain and private key for the `https://` entries of BIND: absolute paths. */
+  TLS_CERT?: string;
+  TLS_KEY?: string;
+  /** Addresses and networks requests may come from (comma-separated, CIDR); unset: any. */
+  ALLOW_FROM?: string;
   TIMESTAMP_TOLERANCE?: number;
   COMMAND_TIMEOUT?: number;
   KILL_GRACE?: number;
@@ -32,7 +37,7 @@ export interface StoredConfig {
   CALLBACK_TIMEOUT?: number;
 }
 
-const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT'] as const;
+const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT', 'TLS_CERT', 'TLS_KEY', 'ALLOW_FROM'] as const;
 type NumericKey = Exclude<keyof StoredConfig, (typeof TEXT_KEYS)[number]>;
 
 /** Bounds and defaults of the numeric keys; times in seconds, sizes in bytes. */
@@ -66,6 +71,10 @@ export interface Settings extends Record<NumericKey, number> {
   secretCreatedAt: string | undefined;
   /** The previous key and when it stops being accepted, during a rotation's grace. */
   oldSecret: {key: string; expiresAt: string} | undefined;
+  /** Where the certificate and key of the HTTPS listeners are read from, at start and on reload. */
+  tls: {certPath: string; keyPath: string} | undefined;
+  /** The networks requests may come from; undefined: any. */
+  allowFrom: SourceNetwork[] | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -141,6 +150,16 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
       if (typeof value !== 'string') fail(key, 'must be a string');
       const problem = secretKeyProblem(value as string);
       if (problem) fail(key, problem);
+    } else if (key === 'TLS_CERT' || key === 'TLS_KEY') {
+      if (typeof value !== 'string' || !value.startsWith('/')) fail(key, 'must be the absolute path of a PEM file');
+    } else if (key === 'ALLOW_FROM') {
+      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.0/8,::1,172.16.0.0/12"');
+      try {
+        parseAllowFrom(value as string);
+      } catch (error) {
+        if (error instanceof AllowFromError) fail(key, `is invalid: ${error.message}`);
+        throw error;
+      }
     } else if (key === 'SECRET_CREATED_AT' || key === 'OLD_SECRET_EXPIRES_AT') {
       if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');
     } else if (key in NUMERIC_SETTINGS) {
@@ -155,6 +174,10 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
   const bodyLimit = (config.BODY_LIMIT as number | undefined) ?? NUMERIC_SETTINGS.BODY_LIMIT.default;
   const bodyBudget = (config.BODY_BUDGET as number | undefined) ?? NUMERIC_SETTINGS.BODY_BUDGET.default;
   if (bodyBudget < bodyLimit) fail('BODY_BUDGET', `(${bodyBudget}) must be at least BODY_LIMIT (${bodyLimit}): one request's body must fit`);
+  if ((config.TLS_CERT === undefined) !== (config.TLS_KEY === undefined)) fail('TLS_CERT', 'and TLS_KEY must be set together');
+  if (config.TLS_CERT === undefined && typeof config.BIND === 'string' && parseBindList(config.BIND).some((address) => address.tls)) {
+    fail('BIND', 'has https:// addresses: set TLS_CERT and TLS_KEY to the PEM files of their certificate and key');
+  }
   if ((config.OLD_SECRET_KEY === undefined) !== (config.OLD_SECRET_EXPIRES_AT === undefined)) {
     fail('OLD_SECRET_KEY', 'and OLD_SECRET_EXPIRES_AT must be set together');
   }
@@ -212,5 +235,7 @@ export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides
       checked.OLD_SECRET_KEY && checked.OLD_SECRET_EXPIRES_AT
         ? {key: checked.OLD_SECRET_KEY, expiresAt: checked.OLD_SECRET_EXPIRES_AT}
         : undefined,
+    tls: checked.TLS_CERT && checked.TLS_KEY ? {certPath: checked.TLS_CERT, keyPath: checked.TLS_KEY} : undefined,
+    allowFrom: checked.ALLOW_FROM === undefined ? undefined : parseAllowFrom(checked.ALLOW_FROM),
   };
 }

@@ -1,4 +1,5 @@
 import {funcJson} from './func-json.js';
+import {http, https} from './node-builtins.js';
 import {signRequest} from './signature.js';
 import {UserError} from './user-error.js';
 
@@ -30,29 +31,39 @@ export function execBody(request: ExecRequest): string {
   });
 }
 
-/** Sends a signed `POST /shell` exactly as DataFlux Func does, and reads the JSON reply. */
-export async function sendShell(baseUrl: string, secretKey: string, request: ExecRequest): Promise<ExecReply> {
+/** Sends a signed `POST /shell` exactly as DataFlux Func does, and reads the JSON reply. `ca`: PEM of a private CA for https:// URLs. */
+export async function sendShell(baseUrl: string, secretKey: string, request: ExecRequest, ca?: Buffer): Promise<ExecReply> {
   const body = execBody(request);
-  let res: Response;
+  let reply: {status: number; text: string};
   try {
-    res = await fetch(`${baseUrl}/shell`, {
-      method: 'POST',
-      headers: {'Content-Type': 'application/json', ...signRequest(secretKey, 'POST', '/shell', body)},
-      body,
-    });
+    reply = await post(`${baseUrl}/shell`, {'Content-Type': 'application/json', ...signRequest(secretKey, 'POST', '/shell', body)}, body, ca);
   } catch (error) {
-    const cause = (error as {cause?: NodeJS.ErrnoException}).cause;
-    throw new ExecError(
-      `cannot reach the sidecar at ${baseUrl} (${cause?.code ?? (error as Error).message}): is it running? Try: sudo systemctl status dataflux-func-sidecar`,
-      69,
-    );
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    const hint = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(code)
+      ? ': the certificate is not trusted; give its CA with --ca (or DFFS_CA)'
+      : ': is it running? Try: sudo systemctl status dataflux-func-sidecar';
+    throw new ExecError(`cannot reach the sidecar at ${baseUrl} (${code})${hint}`, 69);
   }
-  const text = await res.text();
   try {
-    return {status: res.status, body: JSON.parse(text) as ExecReply['body']};
+    return {status: reply.status, body: JSON.parse(reply.text) as ExecReply['body']};
   } catch {
-    throw new ExecError(`${baseUrl} answered HTTP ${res.status} with something that is not the sidecar's JSON: ${text.slice(0, 200)}`, 69);
+    throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${reply.text.slice(0, 200)}`, 69);
   }
+}
+
+function post(url: string, headers: Record<string, string>, body: string, ca: Buffer | undefined): Promise<{status: number; text: string}> {
+  const secure = url.startsWith('https:');
+  const send = secure ? https().request : http.request;
+  return new Promise((resolve, reject) => {
+    const req = send(url, {method: 'POST', headers: {...headers, 'Content-Length': Buffer.byteLength(body)}, ...(secure && ca ? {ca} : {})}, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8')}));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** The process exit code that stands for a command's result, as a shell would report it. */

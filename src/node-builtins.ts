@@ -17,3 +17,8 @@ export const util = requireBuiltin('node:util') as typeof import('node:util');
 export function https(): typeof import('node:https') {
   return requireBuiltin('node:https') as typeof import('node:https');
 }
+
+/** node:tls when first needed, as node:https. */
+export function tls(): typeof import('node:tls') {
+  return requireBuiltin('node:tls') as typeof import('node:tls');
+}

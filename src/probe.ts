@@ -1,4 +1,4 @@
-import {http} from './node-builtins.js';
+import {http, https} from './node-builtins.js';
 import type {BindAddress} from './bind.js';
 import {formatBindAddress} from './bind.js';
 
@@ -17,13 +17,18 @@ export function connectHost(host: string): string {
 }
 
 export function baseUrl(address: BindAddress, port = address.port): string {
-  return `http://${formatBindAddress(connectHost(address.host), port)}`;
+  return `${address.tls ? 'https' : 'http'}://${formatBindAddress(connectHost(address.host), port)}`;
 }
 
-/** Whether a sidecar answers `GET /` there, and with which version. */
+/**
+ * Whether a sidecar answers `GET /` there, and with which version. Over HTTPS the certificate is
+ * not checked: the greeting carries no secret, and the name in the certificate is rarely the
+ * address probed.
+ */
 export function probeBind(address: BindAddress, timeoutMs = 2000, port = address.port): Promise<BindProbe> {
   return new Promise((resolve) => {
-    const req = http.request(`${baseUrl(address, port)}/`, {timeout: timeoutMs}, (res) => {
+    const get = address.tls ? https().request : http.request;
+    const req = get(`${baseUrl(address, port)}/`, {timeout: timeoutMs, ...(address.tls ? {rejectUnauthorized: false} : {})}, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {

@@ -45,7 +45,7 @@ export async function startTestDaemon(config: StoredConfig = {}, callbackBackoff
   const daemon = await Daemon.start({configPath, callbackBackoffMs, ...spawner}, (created) => created.bus.subscribe((event) => events.push(event)));
   after(() => daemon.stopNow());
   const port = daemon.listenerStatus()[0].port;
-  return {daemon, url: `http://127.0.0.1:${port}`, configPath, events};
+  return {daemon, url: `${daemon.settings.binds[0].tls ? 'https' : 'http'}://127.0.0.1:${port}`, configPath, events};
 }
 
 export interface SignedPostOptions {

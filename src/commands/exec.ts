@@ -1,3 +1,4 @@
+import {readFileSync} from 'node:fs';
 import {Args, Command, Flags} from '@oclif/core';
 import {parseBindList} from '../bind.js';
 import {ConfigError, defaultConfigPath, readConfig} from '../config.js';
@@ -42,6 +43,7 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
     url: Flags.string({summary: 'Sidecar base URL (default: the first BIND address of the config).', env: 'DFFS_URL'}),
     'secret-key': Flags.string({summary: 'Key to sign with (default: from the config).', env: 'DFFS_SECRET_KEY'}),
     config: Flags.string({summary: 'Config file to read the address and key from.', env: 'DFFS_CONFIG'}),
+    ca: Flags.string({summary: 'PEM file of the CA that signed the sidecar\'s certificate, for https:// (default: the system\'s CAs).', env: 'DFFS_CA'}),
   };
 
   public async run(): Promise<Record<string, unknown>> {
@@ -71,6 +73,12 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
       secretKey ??= config.SECRET_KEY;
       if (secretKey === undefined) this.error(`${configPath} has no SECRET_KEY: give --secret-key`, {exit: 78});
     }
+    let ca: Buffer | undefined;
+    try {
+      ca = flags.ca === undefined ? undefined : readFileSync(flags.ca);
+    } catch (error) {
+      this.error(`cannot read --ca ${flags.ca}: ${(error as NodeJS.ErrnoException).code}`, {exit: 66});
+    }
     let reply;
     try {
       reply = await sendShell(url.replace(/\/+$/, ''), secretKey, {
@@ -80,7 +88,7 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
         envs: flags.env,
         callbackURL: flags['callback-url'],
         timeout: flags.timeout,
-      });
+      }, ca);
     } catch (error) {
       if (error instanceof ExecError) this.error(error.message, {exit: error.exitCode});
       throw error;

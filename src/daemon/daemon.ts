@@ -9,10 +9,12 @@ import {deliverCallback} from './callback.js';
 import {isoTime} from './iso-time.js';
 import {isShortString, JsonBody} from './json-body.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
-import {Listener, type ListenerStatus} from './listeners.js';
+import {Listener, type ListenerStatus, type TlsMaterial} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
 import {ReplayJournal} from './replay-journal.js';
 import {answerAndLinger, BodyBudget, readBody} from './request-body.js';
+import {readTlsMaterial} from './tls-material.js';
+import {sourceMatcher} from '../bind.js';
 import {CommandCgroups} from './command-cgroups.js';
 import {JOB_ID_VARIABLE, OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
@@ -186,6 +188,9 @@ export class Daemon {
   readonly #outputBudget: OutputBudget;
   readonly #cgroups: CommandCgroups | undefined;
   readonly #commandUmask: number | undefined;
+  #tls: TlsMaterial | undefined;
+  /** Whether ALLOW_FROM covers an address; undefined when it is not set (any address). */
+  #allowsSource: ((address: string) => boolean) | undefined;
   readonly #runningFile: RunningFile | undefined;
   #stateLock: {release(): void} | undefined;
   #stopping: Promise<void> | undefined;
@@ -195,6 +200,7 @@ export class Daemon {
     settings: Settings,
   ) {
     this.#settings = settings;
+    this.#allowsSource = settings.allowFrom && sourceMatcher(settings.allowFrom);
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
     this.#commandUmask = options.commandUmask ?? commandUmaskFrom(process.env);
@@ -222,10 +228,12 @@ export class Daemon {
    */
   static async start(options: DaemonOptions, onCreated?: (daemon: Daemon) => void): Promise<Daemon> {
     const settings = resolveSettings(readConfig(options.configPath), options.overrides, options.configPath);
+    const tlsMaterial = readTlsMaterial(settings);
     // Before anything of the state directory is read or written.
     const stateLock = options.stateDirectory === undefined ? undefined : await lockStateDirectory(options.stateDirectory);
     const daemon = new Daemon(options, settings);
     daemon.#stateLock = stateLock;
+    daemon.#tls = tlsMaterial;
     onCreated?.(daemon);
     daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
     const lost = daemon.#runningFile?.takePrevious() ?? [];
@@ -286,8 +294,10 @@ export class Daemon {
   /** Re-reads the config file (SIGHUP): new keys and limits apply at once, binds are opened and closed as needed. */
   reload(): void {
     let next: Settings;
+    let tlsMaterial: TlsMaterial | undefined;
     try {
       next = resolveSettings(readConfig(this.options.configPath), this.options.overrides, this.options.configPath);
+      tlsMaterial = readTlsMaterial(next);
     } catch (error) {
       this.bus.emit({type: 'reload-failed', error: `${(error as Error).message}; keeping the running configuration`});
       return;
@@ -297,10 +307,13 @@ export class Daemon {
       (key) => key !== 'binds' && JSON.stringify(next[key]) !== JSON.stringify(previous[key]),
     );
     this.#settings = next;
+    this.#tls = tlsMaterial;
+    this.#allowsSource = next.allowFrom && sourceMatcher(next.allowFrom);
+    for (const listener of this.#listeners.values()) if (tlsMaterial) listener.updateTls(tlsMaterial);
     this.#bodyBudget.total = next.BODY_BUDGET;
     this.#outputBudget.total = next.OUTPUT_BUDGET;
     if (!this.#stopping) this.#applyBinds();
-    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT'};
+    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
   }
 
@@ -325,9 +338,10 @@ export class Daemon {
             checkContinue: (req, res) => this.#handleExpectContinue(req, res),
             maxConnections: () => this.#settings.MAX_CONNECTIONS,
             tooManyConnections: (req, res) =>
-              this.#refuse(req, res, new Refusal(503, 'too-many-connections', `too many connections to ${label} (MAX_CONNECTIONS ${this.#settings.MAX_CONNECTIONS}); try again later`)),
+              this.#refuse(req, res, this.#sourceRefusal(req) ?? new Refusal(503, 'too-many-connections', `too many connections to ${label} (MAX_CONNECTIONS ${this.#settings.MAX_CONNECTIONS}); try again later`)),
           },
           this.bus,
+          this.#tls,
         ),
       );
     }
@@ -405,7 +419,19 @@ export class Daemon {
     return (req.url ?? '/').split('?', 1)[0] === '/' && (req.method === 'GET' || req.method === 'HEAD');
   }
 
+  /** A request from an address outside ALLOW_FROM, refused before anything else is looked at. */
+  #sourceRefusal(req: IncomingMessage): Refusal | undefined {
+    const remote = req.socket.remoteAddress ?? '';
+    if (!this.#allowsSource || this.#allowsSource(remote)) return undefined;
+    return new Refusal(403, 'source-not-allowed', `requests from ${remote} are not allowed: add the address or its network to ALLOW_FROM in ${this.options.configPath}`);
+  }
+
   #handle(req: IncomingMessage, res: ServerResponse): void {
+    const notAllowed = this.#sourceRefusal(req);
+    if (notAllowed) {
+      this.#refuse(req, res, notAllowed);
+      return;
+    }
     if (this.#isGreeting(req)) {
       const text = greeting();
       res.writeHead(200, {'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text)});
@@ -430,7 +456,7 @@ export class Daemon {
    */
   #handleExpectContinue(req: IncomingMessage, res: ServerResponse): void {
     const routing = this.#isGreeting(req) ? undefined : this.#routeRefusal(req);
-    let refusal = routing?.refusal;
+    let refusal = this.#sourceRefusal(req) ?? routing?.refusal;
     if (!refusal && !this.#isGreeting(req)) {
       try {
         this.#checkBeforeBody(req);

@@ -60,7 +60,8 @@ export type RefusalReason =
   | 'busy'
   | 'shutting-down'
   | 'not-found'
-  | 'method-not-allowed';
+  | 'method-not-allowed'
+  | 'source-not-allowed';
 
 export type EventLevel = 'info' | 'warn' | 'error';
 export type SidecarEvent = SidecarEventBody & {time: number; level: EventLevel};

@@ -1,6 +1,6 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
 import type {AddressInfo, Socket} from 'node:net';
-import {http} from '../node-builtins.js';
+import {http, https} from '../node-builtins.js';
 import type {BindAddress} from '../bind.js';
 import type {EventBus} from './events.js';
 
@@ -15,6 +15,12 @@ export interface ListenerStatus {
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The PEM certificate chain and private key an HTTPS listener serves with. */
+export interface TlsMaterial {
+  cert: Buffer;
+  key: Buffer;
+}
 
 export interface ListenerHandlers {
   request: Handler;
@@ -38,7 +44,10 @@ const LISTEN_BACKLOG = 4096;
 // A bind attempt costs next to nothing: retry often, so docker0 is served soon after it appears.
 const MAX_RETRY_MS = 5_000;
 
-/** One bind address: an HTTP server that keeps trying while its address does not exist yet. */
+/** A TLS handshake not done within this is dropped: a connection cannot wait in it for long. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** One bind address: an HTTP or HTTPS server that keeps trying while its address does not exist yet. */
 export class Listener {
   readonly server: Server;
   #state: ListenerState = 'starting';
@@ -57,24 +66,26 @@ export class Listener {
     readonly address: BindAddress,
     handlers: ListenerHandlers,
     private readonly bus: EventBus,
+    tls?: TlsMaterial,
   ) {
-    this.server = http.createServer(
-      {
-        // Slow clients cannot hold a connection open for long before the request is in. The
-        // timeouts are checked every second (Node's default is every 30 s, which let a
-        // trickling client hold its connection for up to 40 s).
-        headersTimeout: 10_000,
-        requestTimeout: 30_000,
-        connectionsCheckingInterval: 1_000,
-        keepAliveTimeout: 5_000,
-        maxHeaderSize: 16 * 1024,
-      },
-      (req, res) => (this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.request(req, res)),
-    );
+    const options = {
+      // Slow clients cannot hold a connection open for long before the request is in. The
+      // timeouts are checked every second (Node's default is every 30 s, which let a
+      // trickling client hold its connection for up to 40 s).
+      headersTimeout: 10_000,
+      requestTimeout: 30_000,
+      connectionsCheckingInterval: 1_000,
+      keepAliveTimeout: 5_000,
+      maxHeaderSize: 16 * 1024,
+    };
+    const onRequest: Handler = (req, res) => (this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.request(req, res));
+    if (address.tls && !tls) throw new Error(`${address.label} needs TLS_CERT and TLS_KEY`);
+    this.server = address.tls && tls ? https().createServer({...options, ...tls, handshakeTimeout: HANDSHAKE_TIMEOUT_MS}, onRequest) : http.createServer(options, onRequest);
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
       this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.checkContinue(req, res),
     );
-    this.server.on('connection', (socket: Socket) => {
+    // Requests arrive on the TLS socket, which exists once the handshake is done.
+    this.server.on(address.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
       if (this.#connections >= handlers.maxConnections() && !this.#evictIdle()) {
         // Still parsed, so that a request on it gets a 503 that says why, but only for a moment.
         this.#overLimit.add(socket);
@@ -109,6 +120,11 @@ export class Listener {
       this.#firstOutcome();
     });
     this.#listen();
+  }
+
+  /** Serves new connections with a renewed certificate; those open keep theirs. */
+  updateTls(tls: TlsMaterial): void {
+    if (this.address.tls) (this.server as import('node:https').Server).setSecureContext(tls);
   }
 
   get state(): ListenerState {
