@@ -1,6 +1,7 @@
 import {existsSync} from 'node:fs';
-import {DEFAULT_BIND, parseBindList} from './bind.js';
-import {ConfigError, generateSecretKey, readConfig, secretKeyProblem, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
+import {networkInterfaces} from 'node:os';
+import {allowFromAdditions, DEFAULT_BIND, parseBindList} from './bind.js';
+import {ConfigError, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
 import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
 import type {Counters} from './daemon/events.js';
 import type {ListenerState} from './daemon/listeners.js';
@@ -73,13 +74,17 @@ async function trySnapshot(socket = SERVICE_CONTROL_SOCKET): Promise<Snapshot | 
 }
 
 /** Saves a new BIND list and applies it to the running service with a reload. */
-export async function setBind(list: string): Promise<{bind: string; reload: ReloadOutcome; addresses: BindReport[]}> {
+export async function setBind(list: string): Promise<{bind: string; reload: ReloadOutcome; addresses: BindReport[]; allowFromAdded: string[]}> {
+  let binds;
   try {
-    parseBindList(list);
+    binds = parseBindList(list);
   } catch (error) {
     throw new AdminError(`invalid bind list: ${(error as Error).message}`, 2);
   }
   const config = {...readSystemConfig(), BIND: list};
+  // A new address on a network ALLOW_FROM leaves out would answer no one there.
+  const allowFromAdded = config.ALLOW_FROM === undefined ? [] : allowFromAdditions(config.ALLOW_FROM, binds, networkInterfaces());
+  if (allowFromAdded.length > 0) config.ALLOW_FROM = [config.ALLOW_FROM, ...allowFromAdded].join(',');
   await writeSystemConfig(config);
   const reload = await reloadService();
   if (reload.applied) {
@@ -92,7 +97,7 @@ export async function setBind(list: string): Promise<{bind: string; reload: Relo
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-  return {bind: list, reload, addresses: await bindReport(config, await trySnapshot())};
+  return {bind: list, reload, addresses: await bindReport(config, await trySnapshot()), allowFromAdded};
 }
 
 export interface RotateResult {
@@ -105,7 +110,7 @@ export interface RotateResult {
 /** Saves a new key (random unless given); the old one stays valid for `graceSeconds` if given. */
 export async function rotateSecret(options: {secretKey?: string; graceSeconds?: number}, now = new Date()): Promise<RotateResult> {
   if (options.secretKey !== undefined) {
-    const problem = secretKeyProblem(options.secretKey);
+    const problem = newSecretKeyProblem(options.secretKey);
     if (problem) throw new AdminError(`--secret-key ${problem}`, 2);
   }
   const config = {...readSystemConfig()};

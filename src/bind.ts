@@ -92,3 +92,48 @@ export function sourceMatcher(networks: SourceNetwork[]): (address: string) => b
     return version !== 0 && list.check(address, version === 6 ? 'ipv6' : 'ipv4');
   };
 }
+
+type Interfaces = ReturnType<typeof import('node:os').networkInterfaces>;
+
+/** Loopback, and the networks Docker gives its bridges by default (172.17.0.0/16 to 172.31.0.0/16). */
+const BASE_ALLOW_FROM = '127.0.0.0/8,::1,172.16.0.0/12';
+
+/** The network, in CIDR form, of an interface address. */
+function networkOf(address: string, cidr: string, family: 'IPv4' | 'IPv6'): string | undefined {
+  const prefix = Number(cidr.split('/')[1]);
+  if (family !== 'IPv4' || !Number.isInteger(prefix)) return family === 'IPv6' ? cidr : undefined;
+  const value = address.split('.').reduce((total, octet) => total * 256 + Number(octet), 0);
+  const network = prefix === 0 ? 0 : Math.floor(value / 2 ** (32 - prefix)) * 2 ** (32 - prefix);
+  return `${[24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join('.')}/${prefix}`;
+}
+
+/**
+ * The ALLOW_FROM install writes: loopback, Docker's default bridge networks, and the networks of
+ * the Docker bridges on this host (docker0, br-*) outside them, such as a compose network in 192.168/16.
+ */
+export function defaultAllowFrom(interfaces: Interfaces): string {
+  const allows = sourceMatcher(parseAllowFrom(BASE_ALLOW_FROM));
+  const extra = Object.entries(interfaces)
+    .filter(([name]) => name === 'docker0' || name.startsWith('br-'))
+    .flatMap(([, addresses]) => addresses ?? [])
+    .filter((info) => info.cidr && !allows(info.address))
+    .flatMap((info) => networkOf(info.address, info.cidr as string, info.family) ?? []);
+  return [BASE_ALLOW_FROM, ...new Set(extra)].join(',');
+}
+
+/**
+ * The networks to add to ALLOW_FROM so that clients can reach the given bind addresses: for each
+ * address of an interface here that the list does not cover, that interface's network.
+ */
+export function allowFromAdditions(allowFrom: string, binds: BindAddress[], interfaces: Interfaces): string[] {
+  const allows = sourceMatcher(parseAllowFrom(allowFrom));
+  const additions = new Set<string>();
+  for (const bind of binds) {
+    if (allows(bind.host)) continue;
+    for (const info of Object.values(interfaces).flatMap((addresses) => addresses ?? [])) {
+      const network = info.address === bind.host && info.cidr ? networkOf(info.address, info.cidr, info.family) : undefined;
+      if (network) additions.add(network);
+    }
+  }
+  return [...additions];
+}

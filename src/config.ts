@@ -79,7 +79,8 @@ export interface Settings extends Record<NumericKey, number> {
 
 export class ConfigError extends Error {}
 
-export const MIN_SECRET_LENGTH = 8;
+/** The shortest key install, secret rotate and keys add accept; a config may keep a shorter one (the original's), with a warning. */
+export const MIN_SECRET_LENGTH = 16;
 
 export function defaultConfigPath(uid = process.getuid?.() ?? -1): string {
   if (uid === 0) return SYSTEM_CONFIG_PATH;
@@ -184,11 +185,16 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
   return config as StoredConfig;
 }
 
-/** Why a secret key cannot be used, or undefined when it can. */
+/** Why a key in a config cannot be used at all, or undefined when it can. */
 export function secretKeyProblem(key: string): string | undefined {
-  if (key.length < MIN_SECRET_LENGTH) return `is too short: use at least ${MIN_SECRET_LENGTH} characters (32 or more recommended)`;
   if (!/^[\x21-\x7E]+$/.test(key)) return 'must be printable ASCII without spaces';
   return undefined;
+}
+
+/** Why a key cannot be set now, or undefined when it can: new keys must be long enough to resist guessing. */
+export function newSecretKeyProblem(key: string): string | undefined {
+  if (key.length < MIN_SECRET_LENGTH) return `is too short: use at least ${MIN_SECRET_LENGTH} characters (the generated ones have 32)`;
+  return secretKeyProblem(key);
 }
 
 export function generateSecretKey(): string {

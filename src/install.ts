@@ -1,11 +1,12 @@
 import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync} from 'node:fs';
-import {basename, dirname, join, relative} from 'node:path';
-import {DEFAULT_BIND, parseBindList} from './bind.js';
+import {networkInterfaces} from 'node:os';
+import {basename, dirname, join, relative, resolve} from 'node:path';
+import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from './bind.js';
 import {
   ConfigError,
   generateSecretKey,
   NUMERIC_SETTINGS,
-  secretKeyProblem,
+  newSecretKeyProblem,
   SYSTEM_CONFIG_PATH,
   validateConfig,
   writeConfig,
@@ -46,7 +47,15 @@ export interface ConfigPlan {
  * `KEY: value` form if need be), with just the keys given as flags changed, and defaults for what
  * is missing. A JSON config that fails validation is an error: it is never replaced.
  */
-export function planConfig(previousText: string | undefined, flags: {bind?: string; secretKey?: string}, now = new Date()): ConfigPlan {
+export interface ConfigFlags {
+  bind?: string;
+  secretKey?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowFrom?: string;
+}
+
+export function planConfig(previousText: string | undefined, flags: ConfigFlags, now = new Date(), interfaces = networkInterfaces()): ConfigPlan {
   let config: StoredConfig = {};
   let legacy = false;
   if (previousText !== undefined && previousText.trim() !== '') {
@@ -69,7 +78,7 @@ export function planConfig(previousText: string | undefined, flags: {bind?: stri
     config.BIND = flags.bind;
   }
   if (flags.secretKey !== undefined) {
-    const problem = secretKeyProblem(flags.secretKey);
+    const problem = newSecretKeyProblem(flags.secretKey);
     if (problem) throw new ConfigError(`--secret-key ${problem}`);
     if (flags.secretKey !== config.SECRET_KEY) {
       config.SECRET_KEY = flags.secretKey;
@@ -78,11 +87,17 @@ export function planConfig(previousText: string | undefined, flags: {bind?: stri
       delete config.OLD_SECRET_EXPIRES_AT;
     }
   }
+  if (flags.tlsCert !== undefined) config.TLS_CERT = resolve(flags.tlsCert);
+  if (flags.tlsKey !== undefined) config.TLS_KEY = resolve(flags.tlsKey);
+  if (flags.allowFrom !== undefined) config.ALLOW_FROM = flags.allowFrom;
+  // A new config only: one already in use, the original's among them, keeps answering whom it answered.
+  if (previousText === undefined || previousText.trim() === '') config.ALLOW_FROM ??= defaultAllowFrom(interfaces);
   config.BIND ??= DEFAULT_BIND;
   if (config.SECRET_KEY === undefined) {
     config.SECRET_KEY = generateSecretKey();
     config.SECRET_CREATED_AT = now.toISOString();
   }
+  config = validateConfig(config, 'the flags given');
   return {config, previousText, legacy, changed: legacy || JSON.stringify(config) !== before};
 }
 
@@ -288,9 +303,7 @@ export async function waitHealthy(version: string, config: StoredConfig, timeout
   throw new InstallError(`the service did not become healthy: ${last}${journal ? `\nLast log lines:\n${journal}` : ''}`);
 }
 
-export interface InstallOptions {
-  bind?: string;
-  secretKey?: string;
+export interface InstallOptions extends ConfigFlags {
   allowSetuid: boolean;
   dryRun: boolean;
   sourceRoot: string;
@@ -306,6 +319,8 @@ export interface InstallResult {
   previousRelease?: string;
   bind: string;
   secretKey: string;
+  /** The networks requests may come from; unset: any. */
+  allowFrom?: string;
   configChanged: boolean;
   /** Where the original Sidecar's files were saved, when this install replaced them. */
   originalBackup?: string;
@@ -365,7 +380,7 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
   if (lstatSync(SYSTEM_CONFIG_PATH, {throwIfNoEntry: false})?.isSymbolicLink()) {
     throw new InstallError(`${SYSTEM_CONFIG_PATH} is a symlink: install writes and restores this file in place. Replace the link with the file it points to, then install again`, 78);
   }
-  const plan = planConfig(readSystemConfigText(), {bind: options.bind, secretKey: options.secretKey});
+  const plan = planConfig(readSystemConfigText(), options);
   const previousRelease = currentRelease();
   const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
   const release = join(RELEASES_DIR, `${VERSION}-${stamp}`);
@@ -378,6 +393,7 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     ...(previousRelease ? {previousRelease} : {}),
     bind: plan.config.BIND ?? DEFAULT_BIND,
     secretKey: plan.config.SECRET_KEY ?? '',
+    ...(plan.config.ALLOW_FROM === undefined ? {} : {allowFrom: plan.config.ALLOW_FROM}),
     configChanged: plan.changed,
     unit,
   };
@@ -429,6 +445,11 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
   }
 
   await ensureServiceUser(options.log);
+  for (const [key, path] of [['TLS_CERT', plan.config.TLS_CERT], ['TLS_KEY', plan.config.TLS_KEY]] as const) {
+    if (path !== undefined && !(await run('runuser', ['-u', SERVICE_USER, '--', 'test', '-r', path]).then(() => true, () => false))) {
+      throw new InstallError(`user ${SERVICE_USER} cannot read ${key} ${path}, which the service reads at start and on reload: chgrp ${SERVICE_USER} ${path} && chmod 640 ${path} (and make its directory reachable), then install again`, 78);
+    }
+  }
   let runtime: string;
   try {
     copyRelease(options.sourceRoot, release);
@@ -498,9 +519,10 @@ async function putBack(replaced: PathSnapshot[], original: OriginalState | undef
 }
 
 /** The block the manual shows after an install, with start and stop the right way round. */
-export function installSummary(result: Pick<InstallResult, 'bind' | 'secretKey'>): string {
+export function installSummary(result: Pick<InstallResult, 'bind' | 'secretKey' | 'allowFrom'>): string {
   const addresses = parseBindList(result.bind);
   const firstAddress = addresses.find((address) => address.host !== '127.0.0.1') ?? addresses[0];
+  const sources = result.allowFrom === undefined ? '' : `\nRequests are accepted from (ALLOW_FROM): ${result.allowFrom}\n`;
   return `Bind:
     ${result.bind}
 Secret Key:
@@ -513,8 +535,8 @@ To shutdown:
 Now open ${result.bind} and have fun!
 
 Create the connector in DataFlux Func: Connector / Add Connector / DataFlux Func Sidecar (HTTP),
-with Host ${firstAddress.host}, Port ${firstAddress.port}, Protocol http, and the Secret Key above.
-`;
+with Host ${firstAddress.host}, Port ${firstAddress.port}, Protocol ${firstAddress.tls ? 'https' : 'http'}, and the Secret Key above.
+${sources}`;
 }
 
 export interface UninstallResult {

@@ -4,6 +4,7 @@ import {describe, it} from 'node:test';
 import {formatDuration, parseDuration} from '../src/duration.js';
 import {execBody, exitCodeOf} from '../src/exec-client.js';
 import {funcJson} from '../src/func-json.js';
+import {allowFromAdditions, parseBindList} from '../src/bind.js';
 import {installSummary, planConfig} from '../src/install.js';
 import {journalArgs, parseJournalLine, renderEntry} from '../src/logs.js';
 import {parseLegacyConfig} from '../src/system/legacy-config.js';
@@ -79,13 +80,30 @@ describe('config on install', () => {
     const legacy = planConfig('BIND: 127.0.0.1:8099\nSECRET_KEY: legacy-key-123\n', {});
     assert.equal(legacy.legacy, true);
     assert.equal(legacy.config.SECRET_KEY, 'legacy-key-123');
+    // The original answered any address: its imported config still does.
+    assert.equal(legacy.config.ALLOW_FROM, undefined);
+    assert.equal(same.config.ALLOW_FROM, undefined);
+  });
+
+  it('writes ALLOW_FROM for a new config: loopback, Docker\'s bridge networks, and the bridges of this host outside them', () => {
+    const interfaces = {
+      lo: [{address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '', internal: true, cidr: '127.0.0.1/8'}],
+      docker0: [{address: '172.17.0.1', netmask: '255.255.0.0', family: 'IPv4', mac: '', internal: false, cidr: '172.17.0.1/16'}],
+      'br-1a2b': [{address: '192.168.50.1', netmask: '255.255.255.0', family: 'IPv4', mac: '', internal: false, cidr: '192.168.50.1/24'}],
+      eth0: [{address: '10.1.2.3', netmask: '255.255.252.0', family: 'IPv4', mac: '', internal: false, cidr: '10.1.2.3/22'}],
+    } as const;
+    const fresh = planConfig(undefined, {}, new Date(), interfaces as never);
+    assert.equal(fresh.config.ALLOW_FROM, '127.0.0.0/8,::1,172.16.0.0/12,192.168.50.0/24');
+    assert.deepEqual(allowFromAdditions(fresh.config.ALLOW_FROM as string, parseBindList('127.0.0.1:8099,10.1.2.3:8099,https://192.168.50.1:8099'), interfaces as never), ['10.1.0.0/22']);
+    assert.equal(planConfig(undefined, {allowFrom: '10.0.0.0/8'}, new Date(), interfaces as never).config.ALLOW_FROM, '10.0.0.0/8');
+    assert.throws(() => planConfig(undefined, {allowFrom: '10.0.0.0/40'}), /ALLOW_FROM is invalid/);
   });
 
   it('never replaces a config it cannot read, and checks flags', () => {
     assert.throws(() => planConfig('{"BIND": 1}', {}), /BIND must be a string/);
     assert.throws(() => planConfig('random text', {}), /neither JSON nor the original Sidecar's/);
     assert.throws(() => planConfig(undefined, {bind: '0.0.0.0.8099'}), /not host:port/);
-    assert.throws(() => planConfig(undefined, {secretKey: 'short'}), /--secret-key is too short/);
+    assert.throws(() => planConfig(undefined, {secretKey: 'fifteen-chars-x'}), /--secret-key is too short: use at least 16 characters/);
   });
 
   it('prints the manual\'s block with start and stop the right way round', () => {

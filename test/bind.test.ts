@@ -5,9 +5,18 @@ import {DEFAULT_BIND, parseBindList} from '../src/bind.js';
 describe('BIND lists', () => {
   it('parses the manual default', () => {
     assert.deepEqual(parseBindList(DEFAULT_BIND), [
-      {host: '127.0.0.1', port: 8099, label: '127.0.0.1:8099'},
-      {host: '172.17.0.1', port: 8099, label: '172.17.0.1:8099'},
+      {host: '127.0.0.1', port: 8099, tls: false, label: '127.0.0.1:8099'},
+      {host: '172.17.0.1', port: 8099, tls: false, label: '172.17.0.1:8099'},
     ]);
+  });
+
+  it('serves https:// entries over TLS, and takes http:// as plain', () => {
+    assert.deepEqual(parseBindList('https://172.17.0.1:8099, http://127.0.0.1:8099,HTTPS://[::1]:9000'), [
+      {host: '172.17.0.1', port: 8099, tls: true, label: 'https://172.17.0.1:8099'},
+      {host: '127.0.0.1', port: 8099, tls: false, label: '127.0.0.1:8099'},
+      {host: '::1', port: 9000, tls: true, label: 'https://[::1]:9000'},
+    ]);
+    assert.throws(() => parseBindList('ftp://127.0.0.1:21'), /"ftp:\/\/127\.0\.0\.1:21" is not host:port or https:\/\/host:port/);
   });
 
   it('takes IPv6 in brackets, host names, spaces around items and port 0', () => {

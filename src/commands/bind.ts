@@ -11,12 +11,13 @@ export default class Bind extends Command {
     {description: 'Show the addresses and whether each listens', command: 'sudo <%= config.bin %> <%= command.id %>'},
     {description: 'Listen on loopback and docker0', command: 'sudo <%= config.bin %> <%= command.id %> 127.0.0.1:8099,172.17.0.1:8099'},
     {description: 'Add IPv6 loopback', command: 'sudo <%= config.bin %> <%= command.id %> 127.0.0.1:8099,[::1]:8099'},
+    {description: 'Serve docker0 over HTTPS (TLS_CERT and TLS_KEY set)', command: 'sudo <%= config.bin %> <%= command.id %> 127.0.0.1:8099,https://172.17.0.1:8099'},
   ];
 
   static override enableJsonFlag = true;
 
   static override args = {
-    list: Args.string({description: 'Comma-separated host:port list (IPv6 as [::1]:8099).'}),
+    list: Args.string({description: 'Comma-separated host:port list (IPv6 as [::1]:8099; https://host:port for TLS).'}),
   };
 
   public async run(): Promise<{bind: string; addresses: BindReport[]; reloaded?: boolean}> {
@@ -33,6 +34,7 @@ export default class Bind extends Command {
       }
       const result = await setBind(args.list);
       this.log(`Saved BIND=${result.bind}`);
+      if (result.allowFromAdded.length > 0) this.log(`Added ${result.allowFromAdded.join(', ')} to ALLOW_FROM, so that clients on the network of the new address can reach it`);
       if (result.reload.applied) this.log('Applied to the running service (reload, no restart).');
       else this.warn(`not applied: ${result.reload.reason}`);
       this.printAddresses(result.addresses);

@@ -16,12 +16,16 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
   static override examples = [
     {description: 'Install with the manual\'s defaults (127.0.0.1:8099,172.17.0.1:8099 and a random key)', command: 'sudo <%= config.bin %> <%= command.id %>'},
     {description: 'Choose the addresses and the key', command: 'sudo <%= config.bin %> <%= command.id %> --bind 127.0.0.1:8099 --secret-key "$KEY"'},
+    {description: 'Serve Func over HTTPS on docker0, loopback over HTTP', command: 'sudo <%= config.bin %> <%= command.id %> --bind 127.0.0.1:8099,https://172.17.0.1:8099 --tls-cert /etc/ssl/sidecar.pem --tls-key /etc/ssl/private/sidecar.key'},
     {description: 'Show what would be done', command: 'sudo <%= config.bin %> <%= command.id %> --dry-run'},
   ];
 
   static override flags = {
     bind: Flags.string({summary: 'Comma-separated host:port list to listen on.', env: 'DFFS_BIND'}),
     'secret-key': Flags.string({summary: 'Secret key (default: keep the current one, or generate one). Prefer DFFS_SECRET_KEY: ps shows arguments.', env: 'DFFS_SECRET_KEY'}),
+    'tls-cert': Flags.string({summary: 'PEM certificate chain for the https:// addresses of --bind (TLS_CERT).', dependsOn: ['tls-key']}),
+    'tls-key': Flags.string({summary: 'PEM private key of that certificate, readable by root and the dffs group only (TLS_KEY).', dependsOn: ['tls-cert']}),
+    'allow-from': Flags.string({summary: 'Addresses and networks requests may come from, e.g. 127.0.0.0/8,172.16.0.0/12 (default for a new config: loopback and the Docker bridges).', env: 'DFFS_ALLOW_FROM'}),
     'allow-setuid': Flags.boolean({summary: 'Let commands use sudo and setuid programs (less hardening).', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the plan and the unit file; change nothing.', default: false}),
   };
@@ -34,6 +38,9 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
       const result = await install({
         bind: flags.bind,
         secretKey: flags['secret-key'],
+        tlsCert: flags['tls-cert'],
+        tlsKey: flags['tls-key'],
+        allowFrom: flags['allow-from'],
         allowSetuid: flags['allow-setuid'],
         dryRun: flags['dry-run'],
         sourceRoot: PACKAGE_ROOT,
@@ -42,7 +49,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
       });
       if (result.dryRun) {
         this.log(`Would ${result.upgrade ? `upgrade ${result.previousRelease} to` : 'install'} ${result.release}`);
-        this.log(`Config: BIND ${result.bind}; ${result.configChanged ? 'would be written' : 'unchanged'}`);
+        this.log(`Config: BIND ${result.bind}${result.allowFrom ? `; ALLOW_FROM ${result.allowFrom}` : ''}; ${result.configChanged ? 'would be written' : 'unchanged'}`);
         this.log(`Unit /etc/systemd/system/dataflux-func-sidecar.service:\n\n${result.unit}`);
         return;
       }

@@ -1,7 +1,7 @@
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {crypto, fs} from '../node-builtins.js';
-import {readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
+import {MIN_SECRET_LENGTH, readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
 import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, signatureMatches, type AuthHeaderCheck} from '../signature.js';
 import {greeting, VERSION} from '../version.js';
@@ -236,6 +236,7 @@ export class Daemon {
     daemon.#tls = tlsMaterial;
     onCreated?.(daemon);
     daemon.bus.emit({type: 'started', version: VERSION, pid: process.pid, config: options.configPath, bind: settings.bindText});
+    daemon.#warnOfWeakKeys();
     const lost = daemon.#runningFile?.takePrevious() ?? [];
     if (lost.length > 0) {
       daemon.bus.emit({type: 'commands-lost', jobIds: lost.map((entry) => entry.jobId), commands: lost.map((entry) => entry.command), pids: lost.flatMap((entry) => entry.pid ?? [])});
@@ -315,6 +316,7 @@ export class Daemon {
     if (!this.#stopping) this.#applyBinds();
     const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
+    this.#warnOfWeakKeys();
   }
 
   #applyBinds(): void {
@@ -417,6 +419,14 @@ export class Daemon {
 
   #isGreeting(req: IncomingMessage): boolean {
     return (req.url ?? '/').split('?', 1)[0] === '/' && (req.method === 'GET' || req.method === 'HEAD');
+  }
+
+  /** A key kept from the original Sidecar's config may be shorter than new keys may be: said at each start and reload. */
+  #warnOfWeakKeys(): void {
+    const key = this.#settings.secretKey;
+    if (key !== undefined && key.length < MIN_SECRET_LENGTH) {
+      this.bus.emit({type: 'secret-weak', key: 'SECRET_KEY', message: `SECRET_KEY has ${key.length} characters, fewer than ${MIN_SECRET_LENGTH}: replace it with "sudo dffs-ctl secret rotate" and give the new key to Func's connector`});
+    }
   }
 
   /** A request from an address outside ALLOW_FROM, refused before anything else is looked at. */

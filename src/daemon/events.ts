@@ -9,6 +9,7 @@ export type SidecarEventBody =
   | {type: 'spawner'; spawner: 'dffs-spawn' | 'node'; path?: string; pid?: number; cgroups?: string; reason?: string}
   | {type: 'internal-error'; where: string; error: string}
   | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
+  | {type: 'secret-weak'; key: string; message: string}
   | {
       type: 'request-accepted';
       jobId: string;
@@ -70,6 +71,7 @@ const LEVELS: Partial<Record<SidecarEventBody['type'], EventLevel>> = {
   'bind-waiting': 'warn',
   'bind-failed': 'error',
   'request-refused': 'warn',
+  'secret-weak': 'warn',
   'callback-failed': 'warn',
   'reload-failed': 'error',
   'commands-abandoned': 'error',
