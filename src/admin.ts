@@ -1,7 +1,9 @@
 import {existsSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
 import {allowFromAdditions, DEFAULT_BIND, parseBindList} from './bind.js';
-import {ConfigError, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
+import {ConfigError, DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
+import type {ConfigTarget} from './admin/config-target.js';
+import {rotateKey} from './admin/keys.js';
 import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
 import type {Counters} from './daemon/events.js';
 import type {ListenerState} from './daemon/listeners.js';
@@ -107,13 +109,23 @@ export interface RotateResult {
   reload: ReloadOutcome;
 }
 
-/** Saves a new key (random unless given); the old one stays valid for `graceSeconds` if given. */
-export async function rotateSecret(options: {secretKey?: string; graceSeconds?: number}, now = new Date()): Promise<RotateResult> {
+/**
+ * Saves a new key (random unless given) in the target's config and has its daemon re-read it. For
+ * SECRET_KEY the old one stays valid for `graceSeconds` if given; a named key is replaced at once.
+ */
+export async function rotateSecret(options: {secretKey?: string; graceSeconds?: number; name?: string; target: ConfigTarget}, now = new Date()): Promise<RotateResult> {
+  const {target} = options;
+  if (options.name !== undefined && options.name !== DEFAULT_KEY_NAME) {
+    if (options.graceSeconds) throw new AdminError('--grace applies to SECRET_KEY only: a named key is replaced at once (add a second key for a gradual change)', 2);
+    const rotated = rotateKey(target.read(), options.name, options.secretKey, now);
+    await target.write(rotated.config);
+    return {secretKey: rotated.secret, createdAt: now.toISOString(), reload: await target.reload()};
+  }
   if (options.secretKey !== undefined) {
     const problem = newSecretKeyProblem(options.secretKey);
     if (problem) throw new AdminError(`--secret-key ${problem}`, 2);
   }
-  const config = {...readSystemConfig()};
+  const config = {...target.read()};
   const secretKey = options.secretKey ?? generateSecretKey();
   const previous = config.SECRET_KEY;
   if (previous === secretKey) throw new AdminError('the new key is the same as the current one', 2);
@@ -127,8 +139,8 @@ export async function rotateSecret(options: {secretKey?: string; graceSeconds?: 
     config.OLD_SECRET_KEY = previous;
     config.OLD_SECRET_EXPIRES_AT = oldKeyAcceptedUntil;
   }
-  await writeSystemConfig(config);
-  return {secretKey, createdAt: config.SECRET_CREATED_AT, ...(oldKeyAcceptedUntil ? {oldKeyAcceptedUntil} : {}), reload: await reloadService()};
+  await target.write(config);
+  return {secretKey, createdAt: config.SECRET_CREATED_AT, ...(oldKeyAcceptedUntil ? {oldKeyAcceptedUntil} : {}), reload: await target.reload()};
 }
 
 export interface ServiceStatus {

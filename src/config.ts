@@ -8,6 +8,28 @@ const {readFileSync} = fs;
 
 export const SYSTEM_CONFIG_PATH = '/etc/dataflux-func-sidecar';
 
+/** What a named key may run; a key without `allow` may run anything. */
+export interface KeyPolicy {
+  /** Patterns over the whole command (each anchored at both ends): the command must match one. */
+  allow?: string[];
+  /** The directory its commands run in; a request for another is refused. */
+  workdir?: string;
+  /** The variables a request may set. */
+  env?: string[];
+  /** The longest timeout, in seconds, its commands may have (and have when the request gives none). */
+  maxTimeout?: number;
+}
+
+export interface NamedKey extends KeyPolicy {
+  secret: string;
+  createdAt?: string;
+}
+
+/** A key's name: what the log, the dashboard and refusals show in place of the key. */
+export const KEY_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+/** The name of SECRET_KEY, the manual's single key, among the named ones. */
+export const DEFAULT_KEY_NAME = 'default';
+
 /** The config file as stored: the manual's BIND and SECRET_KEY, plus tuning keys of our own. */
 export interface StoredConfig {
   BIND?: string;
@@ -22,6 +44,8 @@ export interface StoredConfig {
   TLS_KEY?: string;
   /** Addresses and networks requests may come from (comma-separated, CIDR); unset: any. */
   ALLOW_FROM?: string;
+  /** Named keys beside SECRET_KEY, each with what it may run. */
+  KEYS?: Record<string, NamedKey>;
   TIMESTAMP_TOLERANCE?: number;
   COMMAND_TIMEOUT?: number;
   KILL_GRACE?: number;
@@ -38,7 +62,7 @@ export interface StoredConfig {
 }
 
 const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT', 'TLS_CERT', 'TLS_KEY', 'ALLOW_FROM'] as const;
-type NumericKey = Exclude<keyof StoredConfig, (typeof TEXT_KEYS)[number]>;
+type NumericKey = Exclude<keyof StoredConfig, (typeof TEXT_KEYS)[number] | 'KEYS'>;
 
 /** Bounds and defaults of the numeric keys; times in seconds, sizes in bytes. */
 export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number; max: number; unit: string}> = {
@@ -75,6 +99,69 @@ export interface Settings extends Record<NumericKey, number> {
   tls: {certPath: string; keyPath: string} | undefined;
   /** The networks requests may come from; undefined: any. */
   allowFrom: SourceNetwork[] | undefined;
+  /** Every key a request may be signed with, SECRET_KEY (named "default") first. */
+  keys: AcceptedKey[];
+}
+
+/** A key requests are signed with, and what it may run (no policy: anything). */
+export interface AcceptedKey {
+  name: string;
+  secret: string;
+  /** The previous SECRET_KEY during a rotation's grace: accepted until then. */
+  expiresAt?: number;
+  policy?: CompiledPolicy;
+}
+
+export interface CompiledPolicy {
+  allow?: RegExp[];
+  workdir?: string;
+  env?: Set<string>;
+  maxTimeout?: number;
+}
+
+/** A pattern as a key's allow list means it: over the whole command, whatever anchors it was written with. */
+export function compileAllowPattern(pattern: string): RegExp {
+  return new RegExp(`^(?:${pattern})$`);
+}
+
+function compilePolicy(key: NamedKey): CompiledPolicy | undefined {
+  if (key.allow === undefined && key.workdir === undefined && key.env === undefined && key.maxTimeout === undefined) return undefined;
+  return {
+    ...(key.allow ? {allow: key.allow.map(compileAllowPattern)} : {}),
+    ...(key.workdir ? {workdir: key.workdir} : {}),
+    ...(key.env ? {env: new Set(key.env)} : {}),
+    ...(key.maxTimeout ? {maxTimeout: key.maxTimeout} : {}),
+  };
+}
+
+/** Why a named key's entry cannot be used, naming the field; undefined when it can. */
+export function namedKeyProblem(name: string, value: unknown): string | undefined {
+  if (!KEY_NAME.test(name) || name === DEFAULT_KEY_NAME) return `"${name}" is not a key name: lower-case letters, digits, _ . - (up to 64), and not "${DEFAULT_KEY_NAME}" (SECRET_KEY's)`;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return `${name} must be an object such as {"secret": "...", "allow": ["^uptime$"]}`;
+  const key = value as Record<string, unknown>;
+  for (const field of Object.keys(key)) {
+    if (!['secret', 'createdAt', 'allow', 'workdir', 'env', 'maxTimeout'].includes(field)) return `${name}.${field} is not a key setting (known: secret, createdAt, allow, workdir, env, maxTimeout)`;
+  }
+  if (typeof key.secret !== 'string') return `${name}.secret must be a string`;
+  const secretProblem = secretKeyProblem(key.secret);
+  if (secretProblem) return `${name}.secret ${secretProblem}`;
+  if (key.createdAt !== undefined && (typeof key.createdAt !== 'string' || Number.isNaN(Date.parse(key.createdAt)))) return `${name}.createdAt must be an ISO date string`;
+  if (key.allow !== undefined) {
+    if (!Array.isArray(key.allow) || !key.allow.every((pattern) => typeof pattern === 'string')) return `${name}.allow must be a list of patterns`;
+    for (const pattern of key.allow as string[]) {
+      try {
+        compileAllowPattern(pattern);
+      } catch (error) {
+        return `${name}.allow has a pattern that is not a regular expression: ${(error as Error).message}`;
+      }
+    }
+  }
+  if (key.workdir !== undefined && (typeof key.workdir !== 'string' || !key.workdir.startsWith('/'))) return `${name}.workdir must be an absolute path`;
+  if (key.env !== undefined && (!Array.isArray(key.env) || !key.env.every((entry) => typeof entry === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(entry)))) return `${name}.env must be a list of variable names`;
+  if (key.maxTimeout !== undefined && (typeof key.maxTimeout !== 'number' || !Number.isInteger(key.maxTimeout) || key.maxTimeout < 1 || key.maxTimeout > NUMERIC_SETTINGS.COMMAND_TIMEOUT.max)) {
+    return `${name}.maxTimeout must be a whole number of seconds from 1 to ${NUMERIC_SETTINGS.COMMAND_TIMEOUT.max}`;
+  }
+  return undefined;
 }
 
 export class ConfigError extends Error {}
@@ -163,6 +250,14 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
       }
     } else if (key === 'SECRET_CREATED_AT' || key === 'OLD_SECRET_EXPIRES_AT') {
       if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');
+    } else if (key === 'KEYS') {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(key, 'must be an object of named keys, such as {"ops": {"secret": "...", "allow": ["^uptime$"]}}');
+      for (const [name, entry] of Object.entries(value as object)) {
+        const problem = namedKeyProblem(name, entry);
+        if (problem) fail(key, problem);
+      }
+      const secrets = [config.SECRET_KEY, ...Object.values(value as Record<string, NamedKey>).map((entry) => entry.secret)].filter((secret) => secret !== undefined);
+      if (new Set(secrets).size !== secrets.length) fail(key, 'has a secret used twice: each key needs its own, or requests could not be told apart');
     } else if (key in NUMERIC_SETTINGS) {
       const {min, max, unit} = NUMERIC_SETTINGS[key as NumericKey];
       if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -243,5 +338,13 @@ export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides
         : undefined,
     tls: checked.TLS_CERT && checked.TLS_KEY ? {certPath: checked.TLS_CERT, keyPath: checked.TLS_KEY} : undefined,
     allowFrom: checked.ALLOW_FROM === undefined ? undefined : parseAllowFrom(checked.ALLOW_FROM),
+    keys: [
+      ...(checked.SECRET_KEY === undefined ? [] : [{name: DEFAULT_KEY_NAME, secret: checked.SECRET_KEY}]),
+      ...(checked.OLD_SECRET_KEY && checked.OLD_SECRET_EXPIRES_AT ? [{name: DEFAULT_KEY_NAME, secret: checked.OLD_SECRET_KEY, expiresAt: Date.parse(checked.OLD_SECRET_EXPIRES_AT)}] : []),
+      ...Object.entries(checked.KEYS ?? {}).map(([name, entry]) => {
+        const policy = compilePolicy(entry);
+        return {name, secret: entry.secret, ...(policy ? {policy} : {})};
+      }),
+    ],
   };
 }

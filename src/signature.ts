@@ -137,10 +137,23 @@ export function signatureMatches(
   timestamp: string,
   body: Uint8Array,
 ): boolean {
-  let matched = false;
+  return matchingKey(keys.map((secret) => ({secret})), signature, method, path, nonce, timestamp, body) !== undefined;
+}
+
+/** The key that made the signature, if one did. */
+export function matchingKey<Key extends {secret: string}>(
+  keys: readonly Key[],
+  signature: Buffer,
+  method: string,
+  path: string,
+  nonce: string,
+  timestamp: string,
+  body: Uint8Array,
+): Key | undefined {
+  let matched: Key | undefined;
   for (const key of keys) {
     // Every key is tried, so the time taken does not tell which one matched.
-    if (timingSafeEqual(hmac(key, method, path, nonce, timestamp, body), signature)) matched = true;
+    if (timingSafeEqual(hmac(key.secret, method, path, nonce, timestamp, body), signature)) matched ??= key;
   }
   return matched;
 }

@@ -35,7 +35,7 @@ describe('event bus and log lines', () => {
 
   it('writes one line per event with newlines escaped, as JSON or text', () => {
     const bus = new EventBus();
-    const event = bus.emit({type: 'request-accepted', jobId: 'j', remote: '127.0.0.1', command: 'echo a\necho b', wait: true, envKeys: ['A'], timeoutSeconds: 5});
+    const event = bus.emit({type: 'request-accepted', jobId: 'j', remote: '127.0.0.1', key: 'default', command: 'echo a\necho b', wait: true, envKeys: ['A'], timeoutSeconds: 5});
     for (const json of [true, false]) {
       const line = formatEvent(event, json);
       assert.ok(!line.includes('\n'));

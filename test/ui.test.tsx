@@ -55,7 +55,7 @@ function manualFeed(first: FeedMessage) {
 const tick = () => new Promise((resolve) => setTimeout(resolve, 50));
 
 const accepted = (jobId: string, command: string, extra: Partial<SidecarEventBody> = {}) =>
-  event({type: 'request-accepted', jobId, remote: '172.17.0.2', command, wait: true, envKeys: ['MY_NAME'], timeoutSeconds: 3600, ...extra} as SidecarEventBody);
+  event({type: 'request-accepted', jobId, remote: '172.17.0.2', key: 'default', command, wait: true, envKeys: ['MY_NAME'], timeoutSeconds: 3600, ...extra} as SidecarEventBody);
 
 describe('the dashboard', () => {
   it('draws an empty daemon: version, uptime, binds, secret age, counters', async () => {

@@ -4,6 +4,7 @@ import {parseBindList} from '../bind.js';
 import {ConfigError, defaultConfigPath, readConfig} from '../config.js';
 import {commandAfterDashes} from '../client/exec-argv.js';
 import {ExecError, exitCodeOf, sendShell} from '../exec-client.js';
+import {keySecret} from '../admin/keys.js';
 import {baseUrl} from '../probe.js';
 
 export default class Exec extends Command {
@@ -17,6 +18,8 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
     {description: 'With a working directory and variables', command: 'sudo <%= config.bin %> <%= command.id %> --workdir /tmp --env MY_NAME=Tom ls -l'},
     {description: 'Start without waiting; the output goes to a callback', command: 'sudo <%= config.bin %> <%= command.id %> --no-wait --callback-url http://127.0.0.1:8088/api/v1/al/cb -- "sleep 60; date"'},
     {description: 'The sidecar of a serve run with its own config', command: '<%= config.bin %> <%= command.id %> --config ./sidecar.json uptime'},
+    {description: 'Signed with the named key "ops", as the Func connector using it would', command: 'sudo <%= config.bin %> <%= command.id %> --key ops systemctl status nginx'},
+    {description: 'Over HTTPS, with a private CA', command: '<%= config.bin %> <%= command.id %> --url https://10.0.0.5:8099 --ca ./sidecar-ca.pem --secret-key "$KEY" uptime'},
     {description: 'Another sidecar', command: '<%= config.bin %> <%= command.id %> --url http://10.0.0.5:8099 --secret-key "$KEY" uptime'},
   ];
 
@@ -43,6 +46,7 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
     url: Flags.string({summary: 'Sidecar base URL (default: the first BIND address of the config).', env: 'DFFS_URL'}),
     'secret-key': Flags.string({summary: 'Key to sign with (default: from the config).', env: 'DFFS_SECRET_KEY'}),
     config: Flags.string({summary: 'Config file to read the address and key from.', env: 'DFFS_CONFIG'}),
+    key: Flags.string({summary: 'Sign with this named key of the config (dffs-ctl keys lists them; default: SECRET_KEY).', exclusive: ['secret-key']}),
     ca: Flags.string({summary: 'PEM file of the CA that signed the sidecar\'s certificate, for https:// (default: the system\'s CAs).', env: 'DFFS_CA'}),
   };
 
@@ -70,8 +74,8 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
         throw error;
       }
       url ??= baseUrl(parseBindList(config.BIND ?? '127.0.0.1:8099')[0]);
-      secretKey ??= config.SECRET_KEY;
-      if (secretKey === undefined) this.error(`${configPath} has no SECRET_KEY: give --secret-key`, {exit: 78});
+      secretKey ??= flags.key === undefined ? config.SECRET_KEY : keySecret(config, flags.key);
+      if (secretKey === undefined) this.error(flags.key === undefined ? `${configPath} has no SECRET_KEY: give --secret-key` : `${configPath} has no key named ${flags.key}: dffs-ctl keys lists them`, {exit: 78});
     }
     let ca: Buffer | undefined;
     try {

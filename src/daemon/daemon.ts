@@ -1,9 +1,10 @@
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {crypto, fs} from '../node-builtins.js';
-import {MIN_SECRET_LENGTH, readConfig, resolveSettings, type ConfigOverrides, type Settings} from '../config.js';
+import {MIN_SECRET_LENGTH, readConfig, resolveSettings, type AcceptedKey, type ConfigOverrides, type Settings} from '../config.js';
 import type {Snapshot} from '../control.js';
-import {checkAuthHeaders, signatureMatches, type AuthHeaderCheck} from '../signature.js';
+import {checkAuthHeaders, matchingKey, type AuthHeaderCheck} from '../signature.js';
+import {applyKeyPolicy, NotAllowed} from './key-policy.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
 import {isoTime} from './iso-time.js';
@@ -54,6 +55,8 @@ const HELPER_RETRY_MS = 60_000;
 interface Job {
   id: string;
   request: ShellRequest;
+  /** The name of the key that signed it. */
+  key: string;
   remote: string;
   /** Takes the result once, as soon as it is known: a waiting request is answered from here. */
   finished(result: CommandResult): void;
@@ -71,6 +74,7 @@ export interface RunningJobStatus {
   pid: number | undefined;
   startedAt: string;
   remote: string;
+  key: string;
 }
 
 export interface DaemonStatus {
@@ -91,6 +95,8 @@ class Refusal extends Error {
     readonly status: number,
     readonly reason: RefusalReason,
     message: string,
+    /** The name of the key that signed the request, once known. */
+    readonly key?: string,
   ) {
     super(message);
   }
@@ -98,11 +104,10 @@ class Refusal extends Error {
 
 const SHELL_PATH = '/shell';
 
-/** The current key, and the previous one while its grace lasts. */
-function acceptedKeys(settings: Settings): string[] {
-  const {secretKey, oldSecret} = settings;
-  if (secretKey === undefined) return [];
-  return oldSecret && Date.parse(oldSecret.expiresAt) > Date.now() ? [secretKey, oldSecret.key] : [secretKey];
+/** The keys a request may be signed with now: the previous SECRET_KEY only while its grace lasts. */
+function acceptedKeys(settings: Settings): AcceptedKey[] {
+  const now = Date.now();
+  return settings.keys.filter((key) => key.expiresAt === undefined || key.expiresAt > now);
 }
 
 function notRun(error: string): CommandResult {
@@ -273,7 +278,7 @@ export class Daemon {
       secret: {
         configured: this.#settings.secretKey !== undefined,
         ...(this.#settings.secretCreatedAt ? {createdAt: this.#settings.secretCreatedAt} : {}),
-        ...(acceptedKeys(this.#settings).length > 1 ? {oldKeyAcceptedUntil: this.#settings.oldSecret?.expiresAt} : {}),
+        ...(acceptedKeys(this.#settings).some((key) => key.expiresAt !== undefined) ? {oldKeyAcceptedUntil: this.#settings.oldSecret?.expiresAt} : {}),
       },
       counters: structuredClone(this.counters),
       running: [...this.#running.values()].map(({job, command, startedAt}) => ({
@@ -282,6 +287,7 @@ export class Daemon {
         pid: command.pid,
         startedAt: isoTime(startedAt),
         remote: job.remote,
+        key: job.key,
       })),
       queued: this.#queue.length,
     };
@@ -400,6 +406,7 @@ export class Daemon {
       status: refusal.status,
       reason: refusal.reason,
       message: refusal.message,
+      ...(refusal.key ? {key: refusal.key} : {}),
     });
     const text = JSON.stringify({ok: false, message: refusal.message, reason: refusal.reason});
     // A client still sending its body reads the answer once it is done; the connection then closes.
@@ -532,11 +539,11 @@ export class Daemon {
             `too many request bodies are being received at once (BODY_BUDGET ${this.#bodyBudget.total} bytes); try again later`,
           );
         }
-        const request = this.#verify(settings, auth, body);
-        if (request.workdir === undefined) this.#accept(req, res, request);
+        const {request, key} = this.#verify(settings, auth, body);
+        if (request.workdir === undefined) this.#accept(req, res, request, key);
         else {
           checkWorkdir(request.workdir)
-            .then(() => this.#accept(req, res, request))
+            .then(() => this.#accept(req, res, request, key))
             .catch((error: unknown) => this.#answerError(req, res, error));
         }
       } catch (error) {
@@ -546,8 +553,9 @@ export class Daemon {
   }
 
   /** The signature, the timestamp and the nonce, then the body: the request to run, or a Refusal. */
-  #verify(settings: Settings, auth: Extract<AuthHeaderCheck, {ok: true}>, body: Buffer): ShellRequest {
-    if (!signatureMatches(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body)) {
+  #verify(settings: Settings, auth: Extract<AuthHeaderCheck, {ok: true}>, body: Buffer): {request: ShellRequest; key: string} {
+    const key = matchingKey(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body);
+    if (!key) {
       throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
     }
     const timestamp = Number(auth.timestamp);
@@ -564,19 +572,27 @@ export class Daemon {
       throw new Refusal(503, 'replay-cache-full', `more than ${this.#replay.capacity} requests signed for this second or later are remembered; try again in a second`);
     }
     this.#replayJournal?.record(auth.nonce, timestamp, this.#replay);
+    let request: ShellRequest;
     try {
-      return parseShellRequest(body, settings.COMMAND_TIMEOUT);
+      request = parseShellRequest(body, settings.COMMAND_TIMEOUT);
     } catch (error) {
       if (error instanceof BadRequest) throw new Refusal(400, 'bad-request', error.message);
+      throw error;
+    }
+    try {
+      return {request: applyKeyPolicy(key, request, settings.COMMAND_TIMEOUT), key: key.name};
+    } catch (error) {
+      if (error instanceof NotAllowed) throw new Refusal(403, 'command-not-allowed', error.message, key.name);
       throw error;
     }
   }
 
   /** Starts or queues a verified request's command, or refuses it when the queue is full. */
-  #accept(req: IncomingMessage, res: ServerResponse, request: ShellRequest): void {
+  #accept(req: IncomingMessage, res: ServerResponse, request: ShellRequest, key: string): void {
     const job: Job = {
       id: randomUUID(),
       request,
+      key,
       remote: req.socket.remoteAddress ?? '',
       finished: request.wait ? (result) => replyWithResult(res, job.id, result) : () => {},
     };
@@ -605,6 +621,7 @@ export class Daemon {
       type: 'request-accepted',
       jobId: job.id,
       remote: job.remote,
+      key: job.key,
       command: request.command,
       wait: request.wait,
       ...(request.workdir ? {workdir: request.workdir} : {}),

@@ -8,12 +8,14 @@ export type SidecarEventBody =
   | {type: 'control-socket'; path: string; error?: string}
   | {type: 'spawner'; spawner: 'dffs-spawn' | 'node'; path?: string; pid?: number; cgroups?: string; reason?: string}
   | {type: 'internal-error'; where: string; error: string}
-  | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string}
+  | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string; key?: string}
   | {type: 'secret-weak'; key: string; message: string}
   | {
       type: 'request-accepted';
       jobId: string;
       remote: string;
+      /** The name of the key that signed it. */
+      key: string;
       command: string;
       wait: boolean;
       workdir?: string;
@@ -62,7 +64,8 @@ export type RefusalReason =
   | 'shutting-down'
   | 'not-found'
   | 'method-not-allowed'
-  | 'source-not-allowed';
+  | 'source-not-allowed'
+  | 'command-not-allowed';
 
 export type EventLevel = 'info' | 'warn' | 'error';
 export type SidecarEvent = SidecarEventBody & {time: number; level: EventLevel};

@@ -1,3 +1,4 @@
+import {DEFAULT_KEY_NAME} from '../config.js';
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
 import type {ControlMessage} from '../control.js';
@@ -234,6 +235,7 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
       ['request', row.id],
       ['time', new Date(row.time).toISOString()],
       ['source', row.remote],
+      ['key', row.key ?? '(not known)'],
       ...(row.refusal
         ? ([['refused', `HTTP ${row.refusal.status} ${row.refusal.reason}: ${row.refusal.message}`]] as [string, string][])
         : ([
@@ -301,7 +303,7 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
               {isSelected ? '> ' : '  '}
               {cells([
                 [clock(row.time), widths.time],
-                [row.remote, widths.source],
+                [row.key && row.key !== DEFAULT_KEY_NAME ? `${row.remote} ${row.key}` : row.remote, widths.source],
                 [row.refusal ? `[${row.refusal.reason}] ${row.refusal.message}` : row.command, commandWidth],
                 [row.wait === undefined ? '' : row.wait ? 'wait' : 'async', widths.mode],
               ])}{' '}

@@ -16,6 +16,8 @@ export interface RequestRow {
   id: string;
   time: number;
   remote: string;
+  /** The name of the key that signed it, once known. */
+  key?: string;
   command: string;
   wait?: boolean;
   state: 'queued' | 'running' | 'finished' | 'refused';
@@ -90,6 +92,7 @@ export function applyEvent(state: DashboardState, event: SidecarEvent, live: boo
         id: event.jobId,
         time: event.time,
         remote: event.remote,
+        key: event.key,
         command: event.command,
         wait: event.wait,
         state: 'queued',
@@ -106,6 +109,7 @@ export function applyEvent(state: DashboardState, event: SidecarEvent, live: boo
         id: `refused-${event.time}-${next.rows.length}`,
         time: event.time,
         remote: event.remote,
+        ...(event.key ? {key: event.key} : {}),
         command: '',
         state: 'refused',
         envKeys: [],

@@ -1,11 +1,13 @@
 import {Command, Flags} from '@oclif/core';
-import {ConfigError, defaultConfigPath, readConfig} from '../../config.js';
+import {keySecret} from '../../admin/keys.js';
+import {ConfigError, DEFAULT_KEY_NAME, defaultConfigPath, readConfig} from '../../config.js';
 
 export default class SecretShow extends Command {
   static override summary = 'Print the secret key that DataFlux Func must sign requests with.';
   static override description = 'Prints the SECRET_KEY of the config, to paste into the Func connector ("Secret Key"). Reading /etc/dataflux-func-sidecar needs root.';
   static override examples = [
     {description: 'The installed service\'s key', command: 'sudo <%= config.bin %> <%= command.id %>'},
+    {description: 'The secret of the named key "deploy"', command: 'sudo <%= config.bin %> <%= command.id %> --name deploy'},
     {description: 'The key of a personal config', command: '<%= config.bin %> <%= command.id %> --config ~/.config/dataflux-func-sidecar/config.json'},
   ];
 
@@ -13,6 +15,7 @@ export default class SecretShow extends Command {
 
   static override flags = {
     config: Flags.string({summary: 'Config file to read.', env: 'DFFS_CONFIG'}),
+    name: Flags.string({summary: 'A named key (dffs-ctl keys lists them; default: SECRET_KEY).'}),
   };
 
   public async run(): Promise<{secretKey: string; createdAt?: string; config: string}> {
@@ -24,6 +27,13 @@ export default class SecretShow extends Command {
     } catch (error) {
       if (error instanceof ConfigError) this.error(error.message, {exit: 78});
       throw error;
+    }
+    if (flags.name !== undefined && flags.name !== DEFAULT_KEY_NAME) {
+      const secretKey = keySecret(stored, flags.name);
+      if (secretKey === undefined) this.error(`${config} has no key named ${flags.name}: ${this.config.bin} keys lists them`, {exit: 1});
+      this.log(secretKey);
+      const createdAt = stored.KEYS?.[flags.name]?.createdAt;
+      return {secretKey, ...(createdAt ? {createdAt} : {}), config};
     }
     if (!stored.SECRET_KEY) {
       this.error(`${config} has no SECRET_KEY: set one with "sudo ${this.config.bin} secret rotate" or run "${this.config.bin} serve" once`, {exit: 1});

@@ -1,0 +1,34 @@
+import type {AcceptedKey} from '../config.js';
+import type {ShellRequest} from './shell-request.js';
+
+export class NotAllowed extends Error {}
+
+/**
+ * A request as its key may run it: refused (NotAllowed, naming the key, never its secret) when
+ * the key's policy does not allow it; otherwise with the key's fixed workdir and its longest
+ * timeout filled in where the request gave none.
+ */
+export function applyKeyPolicy(key: AcceptedKey, request: ShellRequest, defaultTimeoutSeconds: number): ShellRequest {
+  const policy = key.policy;
+  if (!policy) return request;
+  const refuse = (why: string): never => {
+    throw new NotAllowed(`key "${key.name}" may not run this: ${why}`);
+  };
+  if (policy.allow && !policy.allow.some((pattern) => pattern.test(request.command))) {
+    refuse(`the command matches none of its allow patterns (dffs-ctl keys lists them)`);
+  }
+  if (policy.workdir !== undefined && request.workdir !== undefined && request.workdir !== policy.workdir) {
+    refuse(`its commands run in ${policy.workdir}, not ${request.workdir}`);
+  }
+  const unwanted = Object.keys(request.envs).filter((name) => !policy.env?.has(name));
+  if (policy.env !== undefined && unwanted.length > 0) refuse(`it may not set ${unwanted.join(', ')}`);
+  if (policy.env === undefined && policy.allow && unwanted.length > 0) refuse(`it may set no variables, and the request sets ${unwanted.join(', ')}`);
+  if (policy.maxTimeout !== undefined && (request.timeoutSeconds ?? 0) > policy.maxTimeout) {
+    refuse(`its commands may run for ${policy.maxTimeout} s at most, and the request asks ${request.timeoutSeconds} s`);
+  }
+  return {
+    ...request,
+    ...(policy.workdir === undefined ? {} : {workdir: policy.workdir}),
+    ...(policy.maxTimeout === undefined ? {} : {timeoutSeconds: request.timeoutSeconds ?? Math.min(policy.maxTimeout, defaultTimeoutSeconds)}),
+  };
+}

@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import {existsSync, readFileSync} from 'node:fs';
+import {dirname, join} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {describe, it} from 'node:test';
+import {execa} from 'execa';
+import {eventually, signedPost, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+
+const RUN_JS = fileURLToPath(new URL('../bin/run.js', import.meta.url));
+const OPS_SECRET = 'ops-secret-0123456789-abcdefghij';
+const WIDE_SECRET = 'wide-secret-0123456789-abcdefghi';
+
+describe('named keys with command policies', () => {
+  const marker = join(tempDir(), 'ran');
+  const config = {
+    KEYS: {
+      ops: {secret: OPS_SECRET, allow: ['echo hello [a-z]+', 'pwd'], workdir: '/tmp', env: ['GREETING'], maxTimeout: 30},
+      wide: {secret: WIDE_SECRET},
+    },
+  };
+
+  it('runs what a narrow key allows, and refuses anything joined to it, naming the key and never its secret', async () => {
+    const {url, events} = await startTestDaemon(config);
+    const allowed = await signedPost(url, {command: 'echo hello world'}, {secret: OPS_SECRET});
+    assert.deepEqual([allowed.status, allowed.json.data.stdout], [200, 'hello world\n']);
+    for (const tail of [`; touch ${marker}`, ` && touch ${marker}`, ` || touch ${marker}`, ` | touch ${marker}`, ` $(touch ${marker})`, ` \`touch ${marker}\``, `\ntouch ${marker}`, ' #', ` & touch ${marker}`, ` > ${marker}`]) {
+      const refused = await signedPost(url, {command: `echo hello world${tail}`}, {secret: OPS_SECRET});
+      assert.equal(refused.status, 403, JSON.stringify(tail));
+      assert.equal(refused.json.reason, 'command-not-allowed');
+      assert.match(refused.json.message, /^key "ops" may not run this: the command matches none of its allow patterns/);
+      assert.doesNotMatch(refused.raw, new RegExp(OPS_SECRET));
+    }
+    assert.equal(existsSync(marker), false, 'nothing refused ran');
+    const logged = events.filter((event) => event.type === 'request-refused' && event.reason === 'command-not-allowed');
+    assert.equal(logged.length, 10);
+    assert.ok(logged.every((event) => (event as {key?: string}).key === 'ops'));
+    assert.ok(events.some((event) => event.type === 'request-accepted' && event.key === 'ops'));
+  });
+
+  it('keeps a narrow key to its workdir, variables and longest timeout', async () => {
+    const {url} = await startTestDaemon(config);
+    assert.equal((await signedPost(url, {command: 'pwd'}, {secret: OPS_SECRET})).json.data.stdout, '/tmp\n');
+    assert.equal((await signedPost(url, {command: 'pwd', workdir: '/'}, {secret: OPS_SECRET})).json.message, 'key "ops" may not run this: its commands run in /tmp, not /');
+    assert.equal((await signedPost(url, {command: 'pwd', envs: {PATH: '/tmp'}}, {secret: OPS_SECRET})).json.message, 'key "ops" may not run this: it may not set PATH');
+    assert.equal((await signedPost(url, {command: 'pwd', envs: {GREETING: 'hi'}}, {secret: OPS_SECRET})).status, 200);
+    assert.equal((await signedPost(url, {command: 'pwd', timeout: 31}, {secret: OPS_SECRET})).json.message, 'key "ops" may not run this: its commands may run for 30 s at most, and the request asks 31 s');
+  });
+
+  it('lets a wide key and SECRET_KEY run anything, as the original Sidecar does', async () => {
+    const {url, events} = await startTestDaemon(config);
+    assert.equal((await signedPost(url, {command: 'echo $((6*7)); true && echo wide'}, {secret: WIDE_SECRET})).json.data.stdout, '42\nwide\n');
+    assert.equal((await signedPost(url, {command: 'echo default; id -u >/dev/null'}, {secret: TEST_SECRET})).json.data.stdout, 'default\n');
+    assert.deepEqual(events.filter((event) => event.type === 'request-accepted').map((event) => (event as {key: string}).key), ['wide', 'default']);
+  });
+
+  it('refuses configs with a bad key entry, naming the field', async () => {
+    const {resolveSettings} = await import('../src/config.js');
+    assert.throws(() => resolveSettings({KEYS: {Ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /c\.json: KEYS "Ops" is not a key name/);
+    assert.throws(() => resolveSettings({KEYS: {default: {secret: OPS_SECRET}}}, {}, 'c.json'), /not "default"/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a regular expression/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: 'echo'}}}, {}, 'c.json'), /ops\.allow must be a list of patterns/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, sudo: true}}}, {}, 'c.json'), /ops\.sudo is not a key setting/);
+    assert.throws(() => resolveSettings({SECRET_KEY: OPS_SECRET, KEYS: {ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /has a secret used twice/);
+  });
+});
+
+describe('dffs-ctl keys, secret and exec --key against a running serve', () => {
+  // The serve's runtime directory: where its control socket is found, to have it reload.
+  let runtimeDirectory = '';
+  const cli = (args: string[], env: Record<string, string> = {}) => execa(process.execPath, [RUN_JS, ...args], {reject: false, env: {XDG_RUNTIME_DIR: runtimeDirectory, ...env}});
+
+  it('adds, lists, uses, rotates and removes a named key, each applied by a reload with the same PID', async () => {
+    const port = 19_300 + (process.pid % 200);
+    const {events, pid} = await startServeProcess({}, port);
+    const configPath = (events.find((event) => event.event === 'started') as {config: string}).config;
+    runtimeDirectory = dirname(configPath);
+    const added = await cli(['keys', 'add', 'narrow', '--allow', 'echo [a-z]+', '--config', configPath]);
+    assert.equal(added.exitCode, 0, added.stderr);
+    const secret = /^Key narrow:\n {4}(\S+)\n/.exec(added.stdout)?.[1] as string;
+    assert.equal(secret.length, 32);
+    const listed = JSON.parse((await cli(['keys', '--json', '--config', configPath])).stdout);
+    assert.deepEqual(listed.keys.map((key: {name: string; allow?: string[]}) => [key.name, key.allow]), [['default', undefined], ['narrow', ['echo [a-z]+']]]);
+    assert.doesNotMatch(JSON.stringify(listed), new RegExp(secret));
+    assert.equal((await cli(['secret', 'show', '--name', 'narrow', '--config', configPath])).stdout, secret);
+    const ran = await cli(['exec', '--config', configPath, '--key', 'narrow', 'echo', 'fine']);
+    assert.deepEqual([ran.exitCode, ran.stdout], [0, 'fine']);
+    const refused = await cli(['exec', '--config', configPath, '--key', 'narrow', 'echo fine; id']);
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr.replace(/\s*\n ›\s+/g, " "), /HTTP 403: key "narrow" may not run this/);
+    const rotated = await cli(['secret', 'rotate', '--name', 'narrow', '--config', configPath]);
+    assert.equal(rotated.exitCode, 0, rotated.stderr);
+    const newSecret = /New secret key of narrow:\n {4}(\S+)/.exec(rotated.stdout)?.[1];
+    assert.ok(newSecret && newSecret !== secret);
+    const old = await cli(['exec', '--url', `http://127.0.0.1:${port}`, 'echo', 'old'], {DFFS_SECRET_KEY: secret});
+    assert.equal(old.exitCode, 77);
+    assert.equal((await cli(['keys', 'add', 'weak', '--secret-key', 'fifteen-chars-x', '--config', configPath])).exitCode, 2);
+    assert.equal((await cli(['keys', 'remove', 'narrow', '--config', configPath])).exitCode, 0);
+    assert.equal((await cli(['exec', '--config', configPath, '--key', 'narrow', 'echo', 'gone'])).exitCode, 78);
+    assert.equal(JSON.parse(readFileSync(configPath, 'utf8')).KEYS, undefined);
+    await eventually(() => (events.filter((event) => event.event === 'config-reloaded').length >= 3 ? true : undefined), 5000, 'three reloads');
+    assert.ok(events.filter((event) => event.event === 'started').length === 1 && events.every((event) => event.event !== 'started' || event.pid === pid));
+    assert.ok(events.some((event) => event.event === 'request-accepted' && event.key === 'narrow'));
+  });
+});
