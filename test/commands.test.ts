@@ -18,7 +18,7 @@ function dffsCtl(...args: string[]) {
 function commandIds(dir: string): string[] {
   return readdirSync(dir, {recursive: true, withFileTypes: true})
     .filter((entry) => entry.isFile() && entry.name.endsWith('.ts'))
-    .map((entry) => relative(dir, join(entry.parentPath, entry.name)).replace(/\.ts$/, '').split('/').join(':'))
+    .map((entry) => relative(dir, join(entry.parentPath, entry.name)).replace(/\.ts$/, '').replace(/\/index$/, '').split('/').join(':'))
     .sort();
 }
 

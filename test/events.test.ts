@@ -42,7 +42,7 @@ describe('event bus and log lines', () => {
       assert.ok(line.includes('echo a\\necho b'));
     }
     assert.equal(JSON.parse(formatEvent(event, true)).event, 'request-accepted');
-    assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 command="echo a\\necho b" wait=true/);
+    assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 key=default command="echo a\\necho b" wait=true/);
   });
 
   it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would', () => {

@@ -58,8 +58,8 @@ describe('named keys with command policies', () => {
     assert.throws(() => resolveSettings({KEYS: {Ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /c\.json: KEYS "Ops" is not a key name/);
     assert.throws(() => resolveSettings({KEYS: {default: {secret: OPS_SECRET}}}, {}, 'c.json'), /not "default"/);
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a regular expression/);
-    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: 'echo'}}}, {}, 'c.json'), /ops\.allow must be a list of patterns/);
-    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, sudo: true}}}, {}, 'c.json'), /ops\.sudo is not a key setting/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: 'echo'}}} as never, {}, 'c.json'), /ops\.allow must be a list of patterns/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, sudo: true}}} as never, {}, 'c.json'), /ops\.sudo is not a key setting/);
     assert.throws(() => resolveSettings({SECRET_KEY: OPS_SECRET, KEYS: {ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /has a secret used twice/);
   });
 });
@@ -72,7 +72,7 @@ describe('dffs-ctl keys, secret and exec --key against a running serve', () => {
   it('adds, lists, uses, rotates and removes a named key, each applied by a reload with the same PID', async () => {
     const port = 19_300 + (process.pid % 200);
     const {events, pid} = await startServeProcess({}, port);
-    const configPath = (events.find((event) => event.event === 'started') as {config: string}).config;
+    const configPath = String(events.find((event) => event.event === 'started')?.config);
     runtimeDirectory = dirname(configPath);
     const added = await cli(['keys', 'add', 'narrow', '--allow', 'echo [a-z]+', '--config', configPath]);
     assert.equal(added.exitCode, 0, added.stderr);

@@ -1,7 +1,7 @@
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {crypto, fs} from '../node-builtins.js';
-import {MIN_SECRET_LENGTH, readConfig, resolveSettings, type AcceptedKey, type ConfigOverrides, type Settings} from '../config.js';
+import {DEFAULT_KEY_NAME, MIN_SECRET_LENGTH, readConfig, resolveSettings, type AcceptedKey, type ConfigOverrides, type Settings} from '../config.js';
 import type {Snapshot} from '../control.js';
 import {checkAuthHeaders, matchingKey, type AuthHeaderCheck} from '../signature.js';
 import {applyKeyPolicy, NotAllowed} from './key-policy.js';
@@ -108,6 +108,15 @@ const SHELL_PATH = '/shell';
 function acceptedKeys(settings: Settings): AcceptedKey[] {
   const now = Date.now();
   return settings.keys.filter((key) => key.expiresAt === undefined || key.expiresAt > now);
+}
+
+/** The named keys and their policies as text, to tell whether a reload changed them. */
+function namedKeysText(settings: Settings): string {
+  return JSON.stringify(
+    settings.keys
+      .filter((key) => key.name !== DEFAULT_KEY_NAME)
+      .map(({name, secret, policy}) => [name, secret, policy?.allow?.map((pattern) => pattern.source), policy?.workdir, policy?.env && [...policy.env], policy?.maxTimeout]),
+  );
 }
 
 function notRun(error: string): CommandResult {
@@ -311,8 +320,9 @@ export class Daemon {
     }
     const previous = this.#settings;
     const changed = (Object.keys(next) as (keyof Settings)[]).filter(
-      (key) => key !== 'binds' && JSON.stringify(next[key]) !== JSON.stringify(previous[key]),
+      (key) => key !== 'binds' && key !== 'keys' && JSON.stringify(next[key]) !== JSON.stringify(previous[key]),
     );
+    if (namedKeysText(next) !== namedKeysText(previous)) changed.push('keys');
     this.#settings = next;
     this.#tls = tlsMaterial;
     this.#allowsSource = next.allowFrom && sourceMatcher(next.allowFrom);
@@ -320,7 +330,7 @@ export class Daemon {
     this.#bodyBudget.total = next.BODY_BUDGET;
     this.#outputBudget.total = next.OUTPUT_BUDGET;
     if (!this.#stopping) this.#applyBinds();
-    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM'};
+    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM', keys: 'KEYS'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
     this.#warnOfWeakKeys();
   }
