@@ -8,9 +8,12 @@
  * Frames, both ways: u32 length (of what follows, little-endian), u8 type, u32 job id, payload.
  *   daemon -> helper  'S' spawn: LIMIT \0 CGROUP \0 COMMAND \0 WORKDIR \0 then NAME=VALUE \0 ...
  *                     (LIMIT, in decimal: bytes relayed of stdout, and again of stderr; the rest
- *                     is read and counted only. CGROUP: a directory in the cgroup v2 tree that
- *                     the command starts in, made if needed; empty: none. WORKDIR empty: none.)
+ *                     is read and counted only. CGROUP: the name of a cgroup made below the
+ *                     helper's own for the command (--own-cgroup), removed when the job is done,
+ *                     or once what it left running has gone; empty: none. WORKDIR empty: none.)
  *                     'R' release: stop reading the job's output (a background child holds it)
+ *                     'K' signal: i32 signal number, to the job's process group; SIGKILL also
+ *                         ends the job's cgroup (for a daemon that runs as another user)
  *   helper -> daemon  'P' started: i32 pid       'F' failed to start: message
  *                     'O' stdout bytes          'E' stderr bytes
  *                     'X' exited: i32 wait status, or -1 when it could not be read
@@ -18,12 +21,14 @@
  *                         Payload: u64 bytes read from stdout, u64 from stderr
  * The helper exits when its stdin closes: the daemon is gone.
  *
- * Usage: dffs-spawn [--no-pidfd] [--cgroup-home DIR] [--umask OCTAL]
+ * Usage: dffs-spawn [--no-pidfd] [--own-cgroup] [--umask OCTAL]
  *   --no-pidfd: see exits through SIGCHLD, as on kernels before 5.3 (for tests).
- *   --cgroup-home: the helper's own cgroup, to return to after starting a command in another.
+ *   --own-cgroup: give commands cgroups below the helper's own (a systemd unit with Delegate=yes),
+ *     where cgroup v2 and cgroup.kill allow; without, a CGROUP asked for is ignored.
  *   --umask: the file mode mask commands start with (the service's own is stricter).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -54,6 +59,7 @@ struct job {
   int pidfd;    /* readable when the shell exits; -1 once reaped, or without pidfds */
   int exited;
   uint64_t limit, out_total, err_total;
+  char *cgroup; /* the cgroup made for it, removed once empty; NULL without */
 };
 
 static struct job *jobs;
@@ -66,7 +72,7 @@ static size_t job_count, job_capacity;
 static int use_pidfd;
 static int sigchld_pipe[2] = {-1, -1};
 static int dev_null;        /* every command's stdin, opened once */
-static const char *cgroup_home; /* the helper's own cgroup directory, or NULL */
+static char *cgroup_home; /* the helper's own cgroup directory (--own-cgroup), or NULL */
 static posix_spawnattr_t spawn_attributes;
 
 static void die(const char *what) {
@@ -135,12 +141,61 @@ static void send_error(uint32_t id, const char *format, const char *argument, in
   send_frame('F', id, message, strlen(message));
 }
 
+/*
+ * Cgroups of finished jobs that still hold processes (a command may leave services running, as
+ * under the original Sidecar), tried again every SWEEP_MS until they are empty.
+ */
+#define SWEEP_MS 10000
+static char **leftover_cgroups;
+static size_t leftover_count, leftover_capacity;
+static long long next_sweep_ms;
+
+/* Removes a cgroup and the empty ones a command made below it; -1 while a process is left in any. */
+static int remove_cgroup(const char *path) {
+  DIR *directory = opendir(path);
+  if (directory) {
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+      if (entry->d_type != DT_DIR || entry->d_name[0] == '.') continue;
+      char child[4096];
+      if ((size_t)snprintf(child, sizeof child, "%s/%s", path, entry->d_name) < sizeof child) remove_cgroup(child);
+    }
+    closedir(directory);
+  }
+  return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* Takes ownership of `path`. */
+static void remove_or_keep_cgroup(char *path) {
+  if (remove_cgroup(path) == 0) {
+    free(path);
+    return;
+  }
+  if (leftover_count == leftover_capacity) {
+    leftover_capacity = leftover_capacity ? leftover_capacity * 2 : 16;
+    leftover_cgroups = realloc(leftover_cgroups, leftover_capacity * sizeof(char *));
+    if (!leftover_cgroups) die("realloc");
+  }
+  if (leftover_count == 0) next_sweep_ms = now_ms() + SWEEP_MS;
+  leftover_cgroups[leftover_count++] = path;
+}
+
+static void sweep_leftover_cgroups(void) {
+  for (size_t i = leftover_count; i-- > 0;) {
+    if (remove_cgroup(leftover_cgroups[i]) != 0) continue;
+    free(leftover_cgroups[i]);
+    leftover_cgroups[i] = leftover_cgroups[--leftover_count];
+  }
+  next_sweep_ms = now_ms() + SWEEP_MS;
+}
+
 /* A job is done once it has exited and its output is at end: 'C' comes after 'X', always. */
 static void finish_if_done(size_t index) {
   struct job *job = &jobs[index];
   if (!job->exited || job->out >= 0 || job->err >= 0) return;
   uint64_t totals[2] = {job->out_total, job->err_total};
   send_frame('C', job->id, totals, sizeof totals);
+  if (job->cgroup) remove_or_keep_cgroup(job->cgroup);
   jobs[index] = jobs[--job_count];
 }
 
@@ -212,6 +267,12 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
   }
   uint64_t limit = strtoull(fields[0], NULL, 10);
   const char *cgroup = fields[1], *command = fields[2], *workdir = fields[3];
+  char cgroup_path[4096];
+  if (*cgroup) {
+    /* A name below the helper's own cgroup; with none to use, the process group alone. */
+    int fits = cgroup_home && !strchr(cgroup, '/') && (size_t)snprintf(cgroup_path, sizeof cgroup_path, "%s/%s", cgroup_home, cgroup) < sizeof cgroup_path;
+    cgroup = fits ? cgroup_path : "";
+  }
   size_t env_count = 0;
   for (char *p = cursor; p < end; p += strlen(p) + 1) env_count++;
   char **envp = calloc(env_count + 1, sizeof(char *));
@@ -238,10 +299,6 @@ static void spawn_job(uint32_t id, char *payload, size_t size) {
   if (*cgroup) {
     subject = cgroup;
     doing = "enter cgroup %s: %s";
-    if (!cgroup_home) {
-      rc = EINVAL; /* the daemon asks for cgroups only when it gave the helper its home */
-      goto done;
-    }
     if ((mkdir(cgroup, 0755) != 0 && errno != EEXIST) || enter_cgroup(cgroup) != 0) {
       rc = errno;
       goto done;
@@ -278,6 +335,7 @@ done:
   if (rc != 0) {
     if (out[0] >= 0) close(out[0]);
     if (err[0] >= 0) close(err[0]);
+    if (*cgroup) rmdir(cgroup);
     send_error(id, doing, subject, rc);
     return;
   }
@@ -288,7 +346,9 @@ done:
     jobs = realloc(jobs, job_capacity * sizeof(struct job));
     if (!jobs) die("realloc");
   }
-  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, limit, 0, 0};
+  char *own = *cgroup ? strdup(cgroup) : NULL;
+  if (*cgroup && !own) die("strdup");
+  jobs[job_count++] = (struct job){id, pid, out[0], err[0], pidfd, 0, limit, 0, 0, own};
   send_int('P', id, pid);
 }
 
@@ -301,6 +361,29 @@ static void release_job(uint32_t id) {
       finish_if_done(i);
       return;
     }
+  }
+}
+
+/*
+ * Signals a job's process group (posix_spawn made the shell a session leader); SIGKILL first ends
+ * its cgroup, which holds also what left the group. Back to back for SIGKILL: one kill is not enough
+ * for a fork bomb, whose members forked while the kernel walks the group escape it.
+ */
+static void signal_job(uint32_t id, const unsigned char *payload, size_t size) {
+  int32_t signal_number;
+  if (size < 4) return;
+  memcpy(&signal_number, payload, 4);
+  for (size_t i = 0; i < job_count; i++) {
+    if (jobs[i].id != id) continue;
+    if (signal_number == SIGKILL && jobs[i].cgroup) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s/cgroup.kill", jobs[i].cgroup);
+      write_text(path, "1");
+    }
+    for (int kills = signal_number == SIGKILL ? 100 : 1; kills > 0; kills--) {
+      if (kill(-jobs[i].pid, signal_number) != 0) break;
+    }
+    return;
   }
 }
 
@@ -332,6 +415,7 @@ static int read_requests(void) {
     memcpy(&id, frame + 1, 4);
     if (frame[0] == 'S') spawn_job(id, (char *)frame + 5, length - 5);
     else if (frame[0] == 'R') release_job(id);
+    else if (frame[0] == 'K') signal_job(id, frame + 5, length - 5);
     offset += 4 + length;
   }
   memmove(input, input + offset, input_used - offset);
@@ -404,11 +488,36 @@ static void init_spawn_attributes(void) {
   posix_spawnattr_setsigmask(&spawn_attributes, &none);
 }
 
+/*
+ * The helper's own cgroup in the cgroup v2 tree (/proc/self/cgroup, and the cgroup2 mount: at
+ * /sys/fs/cgroup/unified on a hybrid host), if it may make cgroups there and end them; else NULL.
+ */
+static char *find_own_cgroup(void) {
+  char line[4096], relative[4096] = "", mount[4096] = "";
+  FILE *file = fopen("/proc/self/cgroup", "re");
+  if (!file) return NULL;
+  while (fgets(line, sizeof line, file)) {
+    if (strncmp(line, "0::", 3) == 0) snprintf(relative, sizeof relative, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+  }
+  fclose(file);
+  file = fopen("/proc/self/mountinfo", "re");
+  if (!file) return NULL;
+  while (!*mount && fgets(line, sizeof line, file)) {
+    if (strstr(line, " - cgroup2 ") && sscanf(line, "%*s %*s %*s %*s %4095s", mount) != 1) *mount = '\0';
+  }
+  fclose(file);
+  char path[8192], kill_file[8220];
+  if (!*relative || !*mount || (size_t)snprintf(path, sizeof path, "%s%s", mount, strcmp(relative, "/") == 0 ? "" : relative) >= 4096) return NULL;
+  snprintf(kill_file, sizeof kill_file, "%s/cgroup.kill", path);
+  if (access(path, W_OK) != 0 || access(kill_file, F_OK) != 0) return NULL;
+  return strdup(path);
+}
+
 int main(int argc, char **argv) {
   int no_pidfd = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-pidfd") == 0) no_pidfd = 1;
-    else if (strcmp(argv[i], "--cgroup-home") == 0 && i + 1 < argc) cgroup_home = argv[++i];
+    else if (strcmp(argv[i], "--own-cgroup") == 0) cgroup_home = find_own_cgroup();
     else if (strcmp(argv[i], "--umask") == 0 && i + 1 < argc) {
       char *end;
       unsigned long mask = strtoul(argv[++i], &end, 8);
@@ -460,6 +569,11 @@ int main(int argc, char **argv) {
     }
     size_t polled_jobs = job_count;
     long long wait_ms = output_used ? flush_deadline_ms - now_ms() : -1;
+    if (leftover_count > 0) {
+      long long sweep_in = next_sweep_ms - now_ms();
+      if (sweep_in <= 0) sweep_leftover_cgroups();
+      else if (wait_ms < 0 || sweep_in < wait_ms) wait_ms = sweep_in;
+    }
     int ready = wait_ms >= 0 || !output_used ? poll(fds, needed, (int)wait_ms) : 0;
     if (ready == 0) {
       flush_output();

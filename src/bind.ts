@@ -74,7 +74,8 @@ export function parseAllowFrom(text: string): SourceNetwork[] {
   if (items.length === 1 && items[0] === '') throw new AllowFromError('the list is empty: give addresses or networks, e.g. 127.0.0.0/8,::1');
   return items.map((item) => {
     const [address, prefixText, ...rest] = item.split('/');
-    const version = isIP(address ?? '');
+    // A zone (fe80::1%eth0) would be ignored by the check: refused rather than half-read.
+    const version = address?.includes('%') ? 0 : isIP(address ?? '');
     const prefix = prefixText === undefined ? (version === 6 ? 128 : 32) : Number(prefixText);
     if (version === 0 || rest.length > 0 || (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) || !Number.isInteger(prefix) || prefix > (version === 6 ? 128 : 32)) {
       throw new AllowFromError(`"${item}" is not an IPv4 or IPv6 address or network (such as 10.0.0.0/8 or fd00::/8)`);

@@ -1,6 +1,6 @@
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
-import {crypto, fs} from './node-builtins.js';
+import {crypto, fs, v8} from './node-builtins.js';
 import {AllowFromError, BindError, DEFAULT_BIND, parseAllowFrom, parseBindList, type BindAddress, type SourceNetwork} from './bind.js';
 
 const {randomBytes} = crypto;
@@ -18,12 +18,18 @@ export interface KeyPolicy {
   env?: string[];
   /** The longest timeout, in seconds, its commands may have (and have when the request gives none). */
   maxTimeout?: number;
+  /** With `allow`: commands may contain shell syntax (; & | $ ` ( ) < > \ or a line break). */
+  shell?: boolean;
+  /** With `allow`: the URLs its callbacks may go to, by prefix; without, it may ask for none. */
+  callbacks?: string[];
 }
 
 export interface NamedKey extends KeyPolicy {
   secret: string;
   createdAt?: string;
 }
+
+const KEY_FIELDS = ['secret', 'createdAt', 'allow', 'workdir', 'env', 'maxTimeout', 'shell', 'callbacks'];
 
 /** A key's name: what the log, the dashboard and refusals show in place of the key. */
 export const KEY_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -117,11 +123,25 @@ export interface CompiledPolicy {
   workdir?: string;
   env?: Set<string>;
   maxTimeout?: number;
+  shell?: boolean;
+  callbacks?: string[];
 }
 
-/** A pattern as a key's allow list means it: over the whole command, whatever anchors it was written with. */
+let linearRegExps = false;
+
+/**
+ * A pattern as a key's allow list means it: over the whole command, whatever anchors it was
+ * written with. It must be a whole expression on its own, so that none of its groups can close
+ * the anchoring one, and it runs on V8's linear-time engine, so that no command can make it
+ * backtrack for long (no backreferences or lookarounds, then).
+ */
 export function compileAllowPattern(pattern: string): RegExp {
-  return new RegExp(`^(?:${pattern})$`);
+  if (!linearRegExps) {
+    v8().setFlagsFromString('--enable-experimental-regexp-engine');
+    linearRegExps = true;
+  }
+  new RegExp(pattern, 'l');
+  return new RegExp(`^(?:${pattern})$`, 'l');
 }
 
 function compilePolicy(key: NamedKey): CompiledPolicy | undefined {
@@ -131,6 +151,8 @@ function compilePolicy(key: NamedKey): CompiledPolicy | undefined {
     ...(key.workdir ? {workdir: key.workdir} : {}),
     ...(key.env ? {env: new Set(key.env)} : {}),
     ...(key.maxTimeout ? {maxTimeout: key.maxTimeout} : {}),
+    ...(key.shell ? {shell: true} : {}),
+    ...(key.callbacks ? {callbacks: key.callbacks} : {}),
   };
 }
 
@@ -140,7 +162,7 @@ export function namedKeyProblem(name: string, value: unknown): string | undefine
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `${name} must be an object such as {"secret": "...", "allow": ["^uptime$"]}`;
   const key = value as Record<string, unknown>;
   for (const field of Object.keys(key)) {
-    if (!['secret', 'createdAt', 'allow', 'workdir', 'env', 'maxTimeout'].includes(field)) return `${name}.${field} is not a key setting (known: secret, createdAt, allow, workdir, env, maxTimeout)`;
+    if (!KEY_FIELDS.includes(field)) return `${name}.${field} is not a key setting (known: ${KEY_FIELDS.join(', ')})`;
   }
   if (typeof key.secret !== 'string') return `${name}.secret must be a string`;
   const secretProblem = secretKeyProblem(key.secret);
@@ -152,12 +174,16 @@ export function namedKeyProblem(name: string, value: unknown): string | undefine
       try {
         compileAllowPattern(pattern);
       } catch (error) {
-        return `${name}.allow has a pattern that is not a regular expression: ${(error as Error).message}`;
+        return `${name}.allow has a pattern that is not a whole regular expression that can be checked in linear time (no backreferences or lookarounds): ${(error as Error).message}`;
       }
     }
   }
   if (key.workdir !== undefined && (typeof key.workdir !== 'string' || !key.workdir.startsWith('/'))) return `${name}.workdir must be an absolute path`;
   if (key.env !== undefined && (!Array.isArray(key.env) || !key.env.every((entry) => typeof entry === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(entry)))) return `${name}.env must be a list of variable names`;
+  if (key.shell !== undefined && typeof key.shell !== 'boolean') return `${name}.shell must be true or false`;
+  if (key.callbacks !== undefined && (!Array.isArray(key.callbacks) || !key.callbacks.every((prefix) => typeof prefix === 'string' && /^https?:\/\/[^/]+\//.test(prefix)))) {
+    return `${name}.callbacks must be a list of URL prefixes such as "http://172.17.0.1:8088/api/"`;
+  }
   if (key.maxTimeout !== undefined && (typeof key.maxTimeout !== 'number' || !Number.isInteger(key.maxTimeout) || key.maxTimeout < 1 || key.maxTimeout > NUMERIC_SETTINGS.COMMAND_TIMEOUT.max)) {
     return `${name}.maxTimeout must be a whole number of seconds from 1 to ${NUMERIC_SETTINGS.COMMAND_TIMEOUT.max}`;
   }
@@ -212,7 +238,10 @@ export function readConfig(path: string): StoredConfig {
   try {
     raw = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError(`${path} is not valid JSON (${describe(error)}); fix or remove the file`);
+    // Where, not what: V8's message quotes the text around the error, which may be a key.
+    const position = Number(/position (\d+)/.exec(describe(error))?.[1]);
+    const where = Number.isInteger(position) ? ` at line ${text.slice(0, position).split('\n').length}` : '';
+    throw new ConfigError(`${path} is not valid JSON${where}; fix or remove the file`);
   }
   return validateConfig(raw, path);
 }
@@ -256,7 +285,7 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
         const problem = namedKeyProblem(name, entry);
         if (problem) fail(key, problem);
       }
-      const secrets = [config.SECRET_KEY, ...Object.values(value as Record<string, NamedKey>).map((entry) => entry.secret)].filter((secret) => secret !== undefined);
+      const secrets = [config.SECRET_KEY, config.OLD_SECRET_KEY, ...Object.values(value as Record<string, NamedKey>).map((entry) => entry.secret)].filter((secret) => secret !== undefined);
       if (new Set(secrets).size !== secrets.length) fail(key, 'has a secret used twice: each key needs its own, or requests could not be told apart');
     } else if (key in NUMERIC_SETTINGS) {
       const {min, max, unit} = NUMERIC_SETTINGS[key as NumericKey];

@@ -22,3 +22,8 @@ export function https(): typeof import('node:https') {
 export function tls(): typeof import('node:tls') {
   return requireBuiltin('node:tls') as typeof import('node:tls');
 }
+
+/** node:v8 when first needed: to turn on its linear-time regular expressions for key patterns. */
+export function v8(): typeof import('node:v8') {
+  return requireBuiltin('node:v8') as typeof import('node:v8');
+}

@@ -16,6 +16,8 @@ describe('named keys with command policies', () => {
     KEYS: {
       ops: {secret: OPS_SECRET, allow: ['echo hello [a-z]+', 'pwd'], workdir: '/tmp', env: ['GREETING'], maxTimeout: 30},
       wide: {secret: WIDE_SECRET},
+      // The same patterns with shell syntax allowed: what the anchoring alone refuses.
+      opsshell: {secret: 'opsshell-secret-0123456789-abcdef', allow: ['echo hello [a-z]+'], shell: true},
     },
   };
 
@@ -23,17 +25,20 @@ describe('named keys with command policies', () => {
     const {url, events} = await startTestDaemon(config);
     const allowed = await signedPost(url, {command: 'echo hello world'}, {secret: OPS_SECRET});
     assert.deepEqual([allowed.status, allowed.json.data.stdout], [200, 'hello world\n']);
-    for (const tail of [`; touch ${marker}`, ` && touch ${marker}`, ` || touch ${marker}`, ` | touch ${marker}`, ` $(touch ${marker})`, ` \`touch ${marker}\``, `\ntouch ${marker}`, ' #', ` & touch ${marker}`, ` > ${marker}`]) {
-      const refused = await signedPost(url, {command: `echo hello world${tail}`}, {secret: OPS_SECRET});
-      assert.equal(refused.status, 403, JSON.stringify(tail));
-      assert.equal(refused.json.reason, 'command-not-allowed');
-      assert.match(refused.json.message, /^key "ops" may not run this: the command matches none of its allow patterns/);
-      assert.doesNotMatch(refused.raw, new RegExp(OPS_SECRET));
+    const tails = [`; touch ${marker}`, ` && touch ${marker}`, ` || touch ${marker}`, ` | touch ${marker}`, ` $(touch ${marker})`, ` \`touch ${marker}\``, `\ntouch ${marker}`, ' #', ` & touch ${marker}`, ` > ${marker}`];
+    for (const [name, secret] of [['ops', OPS_SECRET], ['opsshell', config.KEYS.opsshell.secret]]) {
+      for (const tail of tails) {
+        const refused = await signedPost(url, {command: `echo hello world${tail}`}, {secret});
+        assert.equal(refused.status, 403, JSON.stringify(tail));
+        assert.equal(refused.json.reason, 'command-not-allowed');
+        assert.match(refused.json.message, new RegExp(`^key "${name}" may not run this: the command (has shell syntax|matches none of its allow patterns)`));
+        assert.doesNotMatch(refused.raw, new RegExp(secret));
+      }
     }
     assert.equal(existsSync(marker), false, 'nothing refused ran');
     const logged = events.filter((event) => event.type === 'request-refused' && event.reason === 'command-not-allowed');
-    assert.equal(logged.length, 10);
-    assert.ok(logged.every((event) => (event as {key?: string}).key === 'ops'));
+    assert.equal(logged.length, 2 * tails.length);
+    assert.ok(logged.every((event) => ['ops', 'opsshell'].includes(String((event as {key?: string}).key))));
     assert.ok(events.some((event) => event.type === 'request-accepted' && event.key === 'ops'));
   });
 
@@ -57,10 +62,51 @@ describe('named keys with command policies', () => {
     const {resolveSettings} = await import('../src/config.js');
     assert.throws(() => resolveSettings({KEYS: {Ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /c\.json: KEYS "Ops" is not a key name/);
     assert.throws(() => resolveSettings({KEYS: {default: {secret: OPS_SECRET}}}, {}, 'c.json'), /not "default"/);
-    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a regular expression/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a whole regular expression/);
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: 'echo'}}} as never, {}, 'c.json'), /ops\.allow must be a list of patterns/);
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, sudo: true}}} as never, {}, 'c.json'), /ops\.sudo is not a key setting/);
     assert.throws(() => resolveSettings({SECRET_KEY: OPS_SECRET, KEYS: {ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /has a secret used twice/);
+  });
+});
+
+describe('named keys under attack', () => {
+  it('refuses a pattern that would close the anchoring group, or that cannot run in linear time', async () => {
+    const {resolveSettings} = await import('../src/config.js');
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['uptime)|(uptime']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a whole regular expression/);
+    assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(a)\\1']}}}, {}, 'c.json'), /checked in linear time/);
+    const expiresAt = new Date(Date.now() + 3600_000).toISOString();
+    assert.throws(() => resolveSettings({SECRET_KEY: WIDE_SECRET, OLD_SECRET_KEY: OPS_SECRET, OLD_SECRET_EXPIRES_AT: expiresAt, KEYS: {ops: {secret: OPS_SECRET, allow: ['uptime']}}}, {}, 'c.json'), /has a secret used twice/);
+  });
+
+  it('checks a pattern that backtracks badly in linear time, so a key holder cannot stall the daemon', async () => {
+    const {url} = await startTestDaemon({KEYS: {echoes: {secret: OPS_SECRET, allow: ['echo (\\w+\\s?)+']}}});
+    const refused = await signedPost(url, {command: `echo ${'a'.repeat(60)}!`}, {secret: OPS_SECRET});
+    assert.equal(refused.json.reason, 'command-not-allowed');
+    const tooLong = await signedPost(url, {command: `echo ${'a'.repeat(3000)}`}, {secret: OPS_SECRET});
+    assert.match(tooLong.json.message, /its commands may be 2048 characters long at most/);
+    assert.equal((await signedPost(url, {command: 'echo fine'}, {secret: OPS_SECRET})).json.data.stdout, 'fine\n');
+  });
+
+  it('refuses shell syntax to a key with patterns unless it allows it, and callbacks but to its prefixes', async () => {
+    const {url} = await startTestDaemon({
+      KEYS: {
+        logs: {secret: OPS_SECRET, allow: ['cat /etc/host.*'], callbacks: ['http://127.0.0.1:9/hooks/']},
+        shell: {secret: WIDE_SECRET, allow: ['echo \\$\\(\\(6\\*7\\)\\)'], shell: true},
+      },
+    });
+    const injected = await signedPost(url, {command: 'cat /etc/host$(id).conf'}, {secret: OPS_SECRET});
+    assert.match(injected.json.message, /the command has shell syntax/);
+    assert.equal((await signedPost(url, {command: 'cat /etc/hostname'}, {secret: OPS_SECRET})).status, 200);
+    assert.equal((await signedPost(url, {command: 'echo $((6*7))'}, {secret: WIDE_SECRET})).json.data.stdout, '42\n');
+    const elsewhere = await signedPost(url, {command: 'cat /etc/hostname', wait: false, callbackURL: 'http://127.0.0.1:18999/internal/admin'}, {secret: OPS_SECRET});
+    assert.match(elsewhere.json.message, /its callbacks may go only to http:\/\/127\.0\.0\.1:9\/hooks\//);
+    assert.equal((await signedPost(url, {command: 'cat /etc/hostname', wait: false, callbackURL: 'http://127.0.0.1:9/hooks/x'}, {secret: OPS_SECRET})).status, 200);
+  });
+
+  it('serves named keys without a SECRET_KEY', async () => {
+    const {url} = await startTestDaemon({SECRET_KEY: undefined, KEYS: {only: {secret: OPS_SECRET, allow: ['hostname']}}});
+    assert.equal((await signedPost(url, {command: 'hostname'}, {secret: OPS_SECRET})).status, 200);
+    assert.equal((await signedPost(url, {command: 'hostname'}, {secret: TEST_SECRET})).status, 401);
   });
 });
 

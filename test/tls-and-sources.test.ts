@@ -11,7 +11,7 @@ import {execa} from 'execa';
 import {parseAllowFrom, sourceMatcher} from '../src/bind.js';
 import {resolveSettings} from '../src/config.js';
 import {signRequest} from '../src/signature.js';
-import {eventually, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const CLIENT = fileURLToPath(new URL('clients/func_client.py', import.meta.url));
 const RUN_JS = fileURLToPath(new URL('../bin/run.js', import.meta.url));
@@ -111,11 +111,34 @@ describe('HTTPS listeners', () => {
 });
 
 describe('ALLOW_FROM', () => {
+  it('gives connections from outside no place among MAX_CONNECTIONS, and no TLS handshake', async () => {
+    const plain = await startTestDaemon({ALLOW_FROM: '127.0.0.1', MAX_CONNECTIONS: 2});
+    const port = Number(new URL(plain.url).port);
+    const outsiders = await Promise.all(Array.from({length: 6}, () => new Promise<import('node:net').Socket>((resolve) => {
+      const socket = tcpConnect({host: '127.0.0.1', port, localAddress: '127.0.0.2'}, () => resolve(socket));
+      // Closed by the daemon after a moment: expected.
+      socket.on('error', () => {});
+    })));
+    const served = await signedPost(plain.url, {command: 'echo inside'});
+    assert.equal(served.json?.data?.stdout, 'inside\n', served.raw);
+    for (const socket of outsiders) socket.destroy();
+    const pki = makePki();
+    const pair = pki.issue('server');
+    const secure = await startTestDaemon({BIND: 'https://127.0.0.1:0', TLS_CERT: pair.cert, TLS_KEY: pair.key, ALLOW_FROM: '127.0.0.1'});
+    const tlsPort = Number(new URL(secure.url).port);
+    const handshake = await new Promise<string>((resolve) => {
+      const socket = tlsConnect({host: '127.0.0.1', port: tlsPort, localAddress: '127.0.0.2', rejectUnauthorized: false}, () => resolve('handshake done'));
+      socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+    });
+    assert.notEqual(handshake, 'handshake done');
+    assert.ok(secure.events.some((event) => event.type === 'request-refused' && event.reason === 'source-not-allowed' && event.remote === '127.0.0.2'));
+  });
+
   it('reads addresses and networks, IPv4 and IPv6, and matches IPv4 clients seen through IPv6 sockets', () => {
     const allows = sourceMatcher(parseAllowFrom('127.0.0.0/8, ::1, 172.16.0.0/12, fd00::/8'));
     for (const address of ['127.0.0.1', '127.9.9.9', '::1', '172.17.0.2', '172.31.255.255', '::ffff:172.18.0.5', 'fd12::1']) assert.ok(allows(address), address);
     for (const address of ['10.0.0.1', '172.32.0.1', '::2', '::ffff:10.0.0.1', 'fe80::1', '', 'nonsense']) assert.ok(!allows(address), address);
-    for (const bad of ['', '10.0.0.0/33', '10.0.0/8', '::1/129', 'example.com', '10.0.0.1/8/8', '10.0.0.0/', '1,,2']) assert.throws(() => parseAllowFrom(bad), /is not an IPv4 or IPv6 address or network|the list is empty/, bad);
+    for (const bad of ['fe80::1%eth0', '', '10.0.0.0/33', '10.0.0/8', '::1/129', 'example.com', '10.0.0.1/8/8', '10.0.0.0/', '1,,2']) assert.throws(() => parseAllowFrom(bad), /is not an IPv4 or IPv6 address or network|the list is empty/, bad);
   });
 
   it('refuses a request from outside the list with 403 before its body is read, logs the address, and applies a new list on reload', async () => {
@@ -140,7 +163,8 @@ describe('ALLOW_FROM', () => {
     const answer = await headersOnly('127.0.0.2');
     assert.match(answer, /^HTTP\/1\.1 403 /);
     assert.match(answer, /"reason":"source-not-allowed"/);
-    assert.match(answer, /requests from 127\.0\.0\.2 are not allowed: add the address or its network to ALLOW_FROM/);
+    assert.match(answer, /requests from 127\.0\.0\.2 are not allowed: the sidecar's ALLOW_FROM does not cover it/);
+    assert.doesNotMatch(answer, new RegExp(configPath), 'an outsider is not told where the config is');
     assert.ok(events.some((event) => event.type === 'request-refused' && event.reason === 'source-not-allowed' && event.remote === '127.0.0.2'));
     writeFileSync(configPath, JSON.stringify({BIND: '127.0.0.1:0', SECRET_KEY: TEST_SECRET, ALLOW_FROM: '127.0.0.0/8'}));
     daemon.reload();

@@ -1,6 +1,6 @@
 import {readConfig, SYSTEM_CONFIG_PATH, writeConfig, type StoredConfig} from '../config.js';
 import {controlSocketFor, readSnapshot} from '../control.js';
-import {reloadService, type ReloadOutcome} from '../admin.js';
+import {reloadOutcome, reloadService, type ReloadOutcome} from '../admin.js';
 import {requireRoot, writeSystemConfig} from '../install.js';
 
 /** A config that a command changes, and the daemon that runs with it, told to re-read it. */
@@ -32,13 +32,5 @@ async function reloadServe(path: string, timeoutMs = 10_000): Promise<ReloadOutc
   }
   const since = Date.now() - 1;
   process.kill(pid, 'SIGHUP');
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const {history} = await readSnapshot(socket);
-    const outcome = history.findLast((event) => event.time >= since && (event.type === 'config-reloaded' || event.type === 'reload-failed'));
-    if (outcome?.type === 'config-reloaded') return {applied: true, changed: outcome.changed};
-    if (outcome?.type === 'reload-failed') return {applied: false, reason: outcome.error};
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {applied: false, reason: `serve (pid ${pid}) did not confirm the reload within ${timeoutMs / 1000} s`};
+  return reloadOutcome(socket, since, timeoutMs, `serve (pid ${pid}) did not confirm the reload within ${timeoutMs / 1000} s`);
 }

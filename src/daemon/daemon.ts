@@ -16,7 +16,6 @@ import {ReplayJournal} from './replay-journal.js';
 import {answerAndLinger, BodyBudget, readBody} from './request-body.js';
 import {readTlsMaterial} from './tls-material.js';
 import {sourceMatcher} from '../bind.js';
-import {CommandCgroups} from './command-cgroups.js';
 import {JOB_ID_VARIABLE, OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
@@ -33,8 +32,12 @@ export interface DaemonOptions {
   historySize?: number;
   /** The dffs-spawn helper: default, the one beside the program; null, none (Node's child_process). */
   spawnHelper?: string | null;
-  /** Per-command cgroups (the service's delegated cgroup): default, found from the environment; null, none. */
-  commandCgroups?: CommandCgroups | null;
+  /**
+   * The socket of the command runner (DFFS_COMMAND_RUNNER, which the unit sets): a dffs-spawn that
+   * systemd starts for the connection, as the commands' user. Commands then never start any other
+   * way: the daemon runs as another user, whose keys they must not reach.
+   */
+  commandRunner?: string;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
   /** The file mode mask commands start with: default, DFFS_COMMAND_UMASK (the unit's, whose own UMask is stricter), else the daemon's. */
@@ -51,6 +54,8 @@ export function commandUmaskFrom(env: NodeJS.ProcessEnv): number | undefined {
 const HELPER_QUICK_EXIT_MS = 1000;
 const HELPER_QUICK_EXITS = 3;
 const HELPER_RETRY_MS = 60_000;
+/** How soon an unreachable command runner is tried again: without it no command can start. */
+const RUNNER_RETRY_MS = 1_000;
 
 interface Job {
   id: string;
@@ -200,7 +205,7 @@ export class Daemon {
   #helperQuickExits = 0;
   #helperRetry: NodeJS.Timeout | undefined;
   readonly #outputBudget: OutputBudget;
-  readonly #cgroups: CommandCgroups | undefined;
+  readonly #commandRunner: string | undefined;
   readonly #commandUmask: number | undefined;
   #tls: TlsMaterial | undefined;
   /** Whether ALLOW_FROM covers an address; undefined when it is not set (any address). */
@@ -218,7 +223,7 @@ export class Daemon {
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
     this.#commandUmask = options.commandUmask ?? commandUmaskFrom(process.env);
-    this.#cgroups = options.commandCgroups === null ? undefined : (options.commandCgroups ?? CommandCgroups.detect());
+    this.#commandRunner = options.commandRunner ?? (process.env.DFFS_COMMAND_RUNNER || undefined);
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
     const user = userInfo();
@@ -355,6 +360,9 @@ export class Daemon {
             request: (req, res) => this.#handle(req, res),
             checkContinue: (req, res) => this.#handleExpectContinue(req, res),
             maxConnections: () => this.#settings.MAX_CONNECTIONS,
+            allowsSource: (address) => !this.#allowsSource || this.#allowsSource(address),
+            sourceRefused: (address) =>
+              this.bus.emit({type: 'request-refused', remote: address, status: 403, reason: 'source-not-allowed', message: `a TLS connection from ${address} was closed: ALLOW_FROM does not cover it`}),
             tooManyConnections: (req, res) =>
               this.#refuse(req, res, this.#sourceRefusal(req) ?? new Refusal(503, 'too-many-connections', `too many connections to ${label} (MAX_CONNECTIONS ${this.#settings.MAX_CONNECTIONS}); try again later`)),
           },
@@ -370,19 +378,27 @@ export class Daemon {
    * cannot run (missing, or stopping as soon as it starts), which the log says at warn level.
    */
   #startHelper(reason?: string): void {
+    if (this.#commandRunner) {
+      const runner: SpawnHelper = new SpawnHelper(this.#commandRunner, {
+        onExit: (exitReason) => this.#helperExited(runner, exitReason),
+        onHandlerError: (error) => this.#reportInternalError('spawner event', error),
+      }, 'socket');
+      this.#helper = runner;
+      this.bus.emit({type: 'spawner', spawner: 'command-runner', path: this.#commandRunner, ...(reason ? {reason} : {})});
+      return;
+    }
     const path = this.options.spawnHelper === null ? undefined : (this.options.spawnHelper ?? findSpawnHelper());
     if (path === undefined) {
       this.bus.emit({type: 'spawner', spawner: 'node', reason: reason ?? 'no dffs-spawn helper beside the program (no C compiler at build time?): commands fork the daemon'});
       return;
     }
-    const helper = new SpawnHelper(path, {
-      cgroupHome: this.#cgroups?.home,
+    const helper: SpawnHelper = new SpawnHelper(path, {
       umask: this.#commandUmask,
       onExit: (exitReason) => this.#helperExited(helper, exitReason),
       onHandlerError: (error) => this.#reportInternalError('spawner event', error),
     });
     this.#helper = helper;
-    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(this.#cgroups ? {cgroups: this.#cgroups.home} : {}), ...(reason ? {reason} : {})});
+    this.bus.emit({type: 'spawner', spawner: 'dffs-spawn', path, pid: helper.pid, ...(reason ? {reason} : {})});
   }
 
   #reportInternalError(where: string, error: unknown): void {
@@ -393,12 +409,17 @@ export class Daemon {
     if (this.#helper === helper) this.#helper = undefined;
     if (this.#stopping) return;
     this.#helperQuickExits = Date.now() - helper.startedAt < HELPER_QUICK_EXIT_MS ? this.#helperQuickExits + 1 : 0;
+    if (this.#commandRunner && this.#helperQuickExits >= HELPER_QUICK_EXITS) {
+      // No other way to start commands: they fail, saying why, until the runner answers again.
+      this.bus.emit({type: 'spawner', spawner: 'none', reason: `the command runner stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms (${reason}): commands cannot start; trying again in ${RUNNER_RETRY_MS / 1000} s`});
+      this.#helperRetry = setTimeout(() => this.#startHelper('trying the command runner again'), RUNNER_RETRY_MS);
+      return;
+    }
     if (this.#helperQuickExits >= HELPER_QUICK_EXITS) {
-      const cgroups = this.#cgroups ? ', outside cgroups, so a timeout ends only their process group' : '';
       this.bus.emit({
         type: 'spawner',
         spawner: 'node',
-        reason: `${helper.path} stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms of its start (${reason}): commands fork the daemon${cgroups}; trying the helper again in ${HELPER_RETRY_MS / 1000} s`,
+        reason: `${helper.path} stopped ${HELPER_QUICK_EXITS} times within ${HELPER_QUICK_EXIT_MS} ms of its start (${reason}): commands fork the daemon; trying the helper again in ${HELPER_RETRY_MS / 1000} s`,
       });
       this.#helperRetry = setTimeout(() => {
         this.#helperQuickExits = 0;
@@ -440,9 +461,11 @@ export class Daemon {
 
   /** A key kept from the original Sidecar's config may be shorter than new keys may be: said at each start and reload. */
   #warnOfWeakKeys(): void {
-    const key = this.#settings.secretKey;
-    if (key !== undefined && key.length < MIN_SECRET_LENGTH) {
-      this.bus.emit({type: 'secret-weak', key: 'SECRET_KEY', message: `SECRET_KEY has ${key.length} characters, fewer than ${MIN_SECRET_LENGTH}: replace it with "sudo dffs-ctl secret rotate" and give the new key to Func's connector`});
+    for (const key of this.#settings.keys) {
+      if (key.expiresAt !== undefined || key.secret.length >= MIN_SECRET_LENGTH) continue;
+      const name = key.name === DEFAULT_KEY_NAME ? 'SECRET_KEY' : `key ${key.name}`;
+      const rotate = key.name === DEFAULT_KEY_NAME ? 'sudo dffs-ctl secret rotate' : `sudo dffs-ctl secret rotate --name ${key.name}`;
+      this.bus.emit({type: 'secret-weak', key: key.name, message: `${name} has ${key.secret.length} characters, fewer than ${MIN_SECRET_LENGTH}: replace it with "${rotate}" and give the new key to the Func connector that uses it`});
     }
   }
 
@@ -450,7 +473,8 @@ export class Daemon {
   #sourceRefusal(req: IncomingMessage): Refusal | undefined {
     const remote = req.socket.remoteAddress ?? '';
     if (!this.#allowsSource || this.#allowsSource(remote)) return undefined;
-    return new Refusal(403, 'source-not-allowed', `requests from ${remote} are not allowed: add the address or its network to ALLOW_FROM in ${this.options.configPath}`);
+    // The config's path is for the log, not for a client from outside.
+    return new Refusal(403, 'source-not-allowed', `requests from ${remote} are not allowed: the sidecar's ALLOW_FROM does not cover it`);
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
@@ -512,7 +536,7 @@ export class Daemon {
   #checkBeforeBody(req: IncomingMessage): Extract<AuthHeaderCheck, {ok: true}> {
     const settings = this.#settings;
     if (this.#stopping) throw new Refusal(503, 'shutting-down', 'the sidecar is shutting down; try again when it is back');
-    if (settings.secretKey === undefined) {
+    if (settings.keys.length === 0) {
       throw new Refusal(
         503,
         'no-secret',
@@ -659,7 +683,8 @@ export class Daemon {
         killGraceMs: settings.KILL_GRACE * 1000,
         outputLimit: settings.OUTPUT_LIMIT,
         outputBudget: this.#outputBudget,
-        ...(this.#cgroups ? {cgroup: this.#cgroups.pathFor(job.id)} : {}),
+        // Made below the runner's own cgroup, where it has one to give.
+        ...(this.#commandRunner ? {cgroup: `job-${job.id}`, fallback: false} : {}),
         umask: this.#commandUmask,
       },
       this.#helper,
@@ -684,7 +709,6 @@ export class Daemon {
     // Everything but the output, which is never logged.
     const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
     this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
-    if (this.#cgroups) this.#cgroups.remove(this.#cgroups.pathFor(job.id));
     if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
     const next = this.#queue.shift();
     if (next) this.#start(next);
@@ -792,7 +816,6 @@ export class Daemon {
     await closed;
     clearTimeout(this.#helperRetry);
     this.#helper?.close();
-    this.#cgroups?.close();
     this.#runningFile?.writeNow();
     this.#replayJournal?.close();
     this.#stateLock?.release();

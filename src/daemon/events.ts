@@ -6,7 +6,7 @@ export type SidecarEventBody =
   | {type: 'bind-failed'; address: string; error: string}
   | {type: 'bind-closed'; address: string}
   | {type: 'control-socket'; path: string; error?: string}
-  | {type: 'spawner'; spawner: 'dffs-spawn' | 'node'; path?: string; pid?: number; cgroups?: string; reason?: string}
+  | {type: 'spawner'; spawner: 'dffs-spawn' | 'node' | 'command-runner' | 'none'; path?: string; pid?: number; reason?: string}
   | {type: 'internal-error'; where: string; error: string}
   | {type: 'request-refused'; remote: string; status: number; reason: RefusalReason; message: string; key?: string}
   | {type: 'secret-weak'; key: string; message: string}

@@ -4,6 +4,14 @@ import type {ShellRequest} from './shell-request.js';
 export class NotAllowed extends Error {}
 
 /**
+ * What the shell reads as more than words: the patterns see the text, the shell runs what it
+ * means, and a pattern written naturally (`cat /var/log/app/.*`) would let `$(...)` through.
+ */
+const SHELL_SYNTAX = /[;&|$`()<>\\\n\r]/;
+/** The longest command a key with patterns may send: its patterns take time in proportion. */
+export const MAX_PATTERN_COMMAND = 2048;
+
+/**
  * A request as its key may run it: refused (NotAllowed, naming the key, never its secret) when
  * the key's policy does not allow it; otherwise with the key's fixed workdir and its longest
  * timeout filled in where the request gave none.
@@ -14,8 +22,12 @@ export function applyKeyPolicy(key: AcceptedKey, request: ShellRequest, defaultT
   const refuse = (why: string): never => {
     throw new NotAllowed(`key "${key.name}" may not run this: ${why}`);
   };
-  if (policy.allow && !policy.allow.some((pattern) => pattern.test(request.command))) {
-    refuse(`the command matches none of its allow patterns (dffs-ctl keys lists them)`);
+  if (policy.allow) {
+    if (request.command.length > MAX_PATTERN_COMMAND) refuse(`its commands may be ${MAX_PATTERN_COMMAND} characters long at most`);
+    if (!policy.shell && SHELL_SYNTAX.test(request.command)) refuse('the command has shell syntax (; & | $ ` ( ) < > \\ or a line break), which its "shell" setting does not allow');
+    if (!policy.allow.some((pattern) => pattern.test(request.command))) refuse('the command matches none of its allow patterns (dffs-ctl keys lists them)');
+    const callback = request.callbackURL?.href;
+    if (callback !== undefined && !policy.callbacks?.some((prefix) => callback.startsWith(prefix))) refuse(`its callbacks may go only to ${policy.callbacks?.join(', ') || 'nowhere'}`);
   }
   if (policy.workdir !== undefined && request.workdir !== undefined && request.workdir !== policy.workdir) {
     refuse(`its commands run in ${policy.workdir}, not ${request.workdir}`);

@@ -30,6 +30,10 @@ export interface ListenerHandlers {
   maxConnections(): number;
   /** A request on a connection past the limit. */
   tooManyConnections: Handler;
+  /** Whether ALLOW_FROM covers the address a connection comes from. */
+  allowsSource(address: string): boolean;
+  /** A TLS connection from outside ALLOW_FROM, closed before its handshake. */
+  sourceRefused(address: string): void;
 }
 
 /** How long a connection past the limit may take to send the request its 503 answers. */
@@ -59,6 +63,7 @@ export class Listener {
   readonly ready: Promise<void>;
   #connections = 0;
   readonly #overLimit = new WeakSet<object>();
+  readonly #outsiders = new WeakSet<object>();
   /** Connections with no request in progress, oldest first, and since when. */
   readonly #idleSince = new Map<Socket, number>();
 
@@ -84,8 +89,22 @@ export class Listener {
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
       this.#overLimit.has(req.socket) ? handlers.tooManyConnections(req, res) : handlers.checkContinue(req, res),
     );
+    // A connection from outside ALLOW_FROM takes no place among MAX_CONNECTIONS, and gets no TLS
+    // handshake; over plain HTTP it stays just long enough for its request to be answered 403.
+    this.server.prependListener('connection', (socket: Socket) => {
+      if (handlers.allowsSource(socket.remoteAddress ?? '')) return;
+      this.#outsiders.add(socket);
+      if (address.tls) {
+        handlers.sourceRefused(socket.remoteAddress ?? '');
+        socket.destroy();
+        return;
+      }
+      const timer = setTimeout(() => socket.destroy(), OVER_LIMIT_GRACE_MS);
+      socket.once('close', () => clearTimeout(timer));
+    });
     // Requests arrive on the TLS socket, which exists once the handshake is done.
     this.server.on(address.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+      if (this.#outsiders.has(socket)) return;
       if (this.#connections >= handlers.maxConnections() && !this.#evictIdle()) {
         // Still parsed, so that a request on it gets a 503 that says why, but only for a moment.
         this.#overLimit.add(socket);
@@ -103,7 +122,7 @@ export class Listener {
     const busy = (req: IncomingMessage, res: ServerResponse) => {
       this.#idleSince.delete(req.socket);
       res.once('finish', () => {
-        if (!req.socket.destroyed && !this.#overLimit.has(req.socket)) this.#idleSince.set(req.socket, Date.now());
+        if (!req.socket.destroyed && !this.#overLimit.has(req.socket) && !this.#outsiders.has(req.socket)) this.#idleSince.set(req.socket, Date.now());
       });
     };
     this.server.on('request', busy);

@@ -17,8 +17,10 @@ export interface CommandSpec {
   outputLimit: number;
   /** The output held in memory by every running command together. */
   outputBudget: OutputBudget;
-  /** The command's own cgroup (a directory in the cgroup v2 tree), where the service has one to give. */
+  /** The name of the command's own cgroup, which the command runner makes where it can. */
   cgroup?: string;
+  /** False when commands may start through the helper alone, never Node's child_process (the command runner). */
+  fallback?: boolean;
   /** The file mode mask it starts with, when not the daemon's own. */
   umask?: number;
   /** Its job id, also in its environment as SIDECAR_JOB_ID: how it is found if its pid never came. */
@@ -222,15 +224,6 @@ function markedProcesses(jobId: string): number[] {
   return found;
 }
 
-/** Ends every process in a cgroup, those that left the command's process group or session included. */
-function killCgroup(cgroup: string): void {
-  try {
-    fs.writeFileSync(`${cgroup}/cgroup.kill`, '1');
-  } catch {
-    // Not made yet (the command has not started) or gone already: nothing in it to end.
-  }
-}
-
 /**
  * What a spawner reports of one command, as plain calls (no emitter, no stream objects): started,
  * then output, exited and closed, in that order; or failed, at any point.
@@ -261,6 +254,9 @@ export interface Spawner {
   release(id: number): boolean;
   /** Kills a spawner that no longer reports: its commands are then ended and answered. */
   terminate(reason: string): void;
+  /** True when the daemon may not signal commands itself (they run as another user): signal() does. */
+  readonly signalsCommands: boolean;
+  signal(id: number, signal: NodeJS.Signals): void;
 }
 
 /** How long a command may go on unreported after its timeout's SIGKILL before its spawner is taken for stuck. */
@@ -335,6 +331,8 @@ class CommandRun implements ShellEvents, RunningCommand {
     if (spawner?.alive) {
       this.#spawner = spawner;
       this.#spawnerId = spawner.spawn(spec.command, spec.workdir, spec.env, spec.outputLimit, spec.cgroup, this);
+    } else if (spec.fallback === false) {
+      queueMicrotask(() => this.failed(new Error('the command runner is not reachable (sudo systemctl status dataflux-func-sidecar-commands.socket)')));
     } else {
       this.#nodeChild = spawnWithNode(spec, this, (error) => this.hooks.onHandlerError(error));
     }
@@ -343,7 +341,10 @@ class CommandRun implements ShellEvents, RunningCommand {
 
   /** Signals the command's whole process group; SIGKILL ends its cgroup too, where it has one. */
   kill(signal: NodeJS.Signals): void {
-    if (signal === 'SIGKILL' && this.spec.cgroup) killCgroup(this.spec.cgroup);
+    if (this.#spawner?.signalsCommands && this.#spawnerId !== undefined) {
+      this.#spawner.signal(this.#spawnerId, signal);
+      return;
+    }
     if (this.pid === undefined) this.#pendingSignal = signal;
     else if (signal === 'SIGKILL') killGroupUntilEmpty(this.pid);
     else signalGroup(this.pid, signal);

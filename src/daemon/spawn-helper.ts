@@ -1,6 +1,9 @@
 import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
+import type {Socket} from 'node:net';
+import type {Writable} from 'node:stream';
 import {join} from 'node:path';
-import {fs} from '../node-builtins.js';
+import {fs, net} from '../node-builtins.js';
+import {constants as osConstants} from 'node:os';
 import {PACKAGE_ROOT} from '../package-root.js';
 import type {ShellEvents, Spawner} from './runner.js';
 import {decodeWaitStatus, encodeSpawnRequest} from './spawn-request.js';
@@ -21,8 +24,6 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
 }
 
 export interface SpawnHelperOptions {
-  /** The helper's own cgroup, to start commands in cgroups of their own below it. */
-  cgroupHome?: string;
   /** The file mode mask of commands, when not the daemon's own. */
   umask?: number;
   /** Called when the helper has gone, after each of its commands was told. */
@@ -37,7 +38,9 @@ export interface SpawnHelperOptions {
  * environment: each command gets exactly the variables the daemon passes.
  */
 export class SpawnHelper implements Spawner {
-  readonly #process: ChildProcessWithoutNullStreams;
+  /** The helper as the daemon's child; undefined when it is reached through a socket. */
+  readonly #process: ChildProcessWithoutNullStreams | undefined;
+  readonly #input: Writable;
   /** The commands whose frames are still wanted, by id. */
   readonly #commands = new Map<number, ShellEvents>();
   #nextId = 1;
@@ -47,29 +50,55 @@ export class SpawnHelper implements Spawner {
 
   readonly startedAt = Date.now();
 
+  /**
+   * `path`: the helper program, run as the daemon's child; or, for `runner: 'socket'`, the socket
+   * of the command runner, a helper systemd starts for each connection as the commands' user
+   * (the daemon runs as another, so that no command can read its keys or signal it). Such a
+   * helper gives commands cgroups of their own, and the daemon's signals go through it.
+   */
   constructor(
     readonly path: string,
     private readonly options: SpawnHelperOptions,
+    readonly runner: 'child' | 'socket' = 'child',
   ) {
-    const args = [
-      ...(options.cgroupHome ? ['--cgroup-home', options.cgroupHome] : []),
-      ...(options.umask === undefined ? [] : ['--umask', options.umask.toString(8)]),
-    ];
+    if (runner === 'socket') {
+      const socket = net.connect(path);
+      this.#input = socket;
+      socket.on('data', (chunk: Buffer) => this.#receive(chunk));
+      socket.on('error', (error) => this.#fail(`cannot reach the command runner at ${path}: ${error.message}`));
+      socket.on('close', () => this.#fail(this.#killedBecause ?? `the command runner at ${path} closed the connection`));
+      return;
+    }
+    const args = options.umask === undefined ? [] : ['--umask', options.umask.toString(8)];
     // A session of its own: Ctrl-C or a hangup on the daemon's terminal reaches the daemon, which
     // drains, and not the helper, whose end would end every command.
-    this.#process = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});
-    this.#process.stdout.on('data', (chunk: Buffer) => this.#receive(chunk));
-    this.#process.stderr.setEncoding('utf8');
+    const child = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});
+    this.#process = child;
+    this.#input = child.stdin;
+    child.stdout.on('data', (chunk: Buffer) => this.#receive(chunk));
+    child.stderr.setEncoding('utf8');
     let stderr = '';
-    this.#process.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
-    this.#process.stdin.on('error', () => {});
-    this.#process.on('error', (error) => this.#fail(`cannot run ${path}: ${error.message}`));
+    child.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
+    child.stdin.on('error', () => {});
+    child.on('error', (error) => this.#fail(`cannot run ${path}: ${error.message}`));
     // 'close', not 'exit': the frames it wrote before it went are read first.
-    this.#process.on('close', (code, signal) => this.#fail(this.#killedBecause ?? `${path} exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`));
+    child.on('close', (code, signal) => this.#fail(this.#killedBecause ?? `${path} exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`));
   }
 
   get pid(): number | undefined {
-    return this.#process.pid;
+    return this.#process?.pid;
+  }
+
+  /** Whether the daemon's signals to commands go through the helper: it runs them as another user. */
+  get signalsCommands(): boolean {
+    return this.runner === 'socket';
+  }
+
+  /** Signals a command's process group; SIGKILL also ends its cgroup. */
+  signal(id: number, signal: NodeJS.Signals): void {
+    const payload = Buffer.alloc(4);
+    payload.writeInt32LE(osConstants.signals[signal], 0);
+    this.#send('K', id, payload);
   }
 
   get alive(): boolean {
@@ -98,25 +127,27 @@ export class SpawnHelper implements Spawner {
   terminate(reason: string): void {
     if (this.#exited || this.#killedBecause) return;
     this.#killedBecause = reason;
-    this.#process.kill('SIGKILL');
+    if (this.#process) this.#process.kill('SIGKILL');
+    else (this.#input as Socket).destroy();
   }
 
   /** Ends the helper; the commands it started go on, as with a daemon that stops. */
   close(): void {
     this.#commands.clear();
-    this.#process.stdin.end();
+    this.#input.end();
   }
 
   /** One frame in one buffer: header, then the payload encoded straight into it. */
-  #send(type: 'S' | 'R', id: number, payload: string): void {
+  #send(type: 'S' | 'R' | 'K', id: number, payload: string | Buffer): void {
     if (this.#exited) return;
-    const payloadLength = Buffer.byteLength(payload);
+    const payloadLength = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     const frame = Buffer.allocUnsafe(9 + payloadLength);
     frame.writeUInt32LE(5 + payloadLength, 0);
     frame.write(type, 4, 'latin1');
     frame.writeUInt32LE(id, 5);
-    frame.write(payload, 9, 'utf8');
-    this.#process.stdin.write(frame);
+    if (typeof payload === 'string') frame.write(payload, 9, 'utf8');
+    else payload.copy(frame, 9);
+    this.#input.write(frame);
   }
 
   #receive(chunk: Buffer): void {

@@ -40,6 +40,7 @@ export default class KeysAdd extends Command {
       const reload = await target.reload();
       this.log(`Key ${args.name}:\n    ${secret}\n`);
       this.log('Give it to the Func connector that is to use this key (Connector / DataFlux Func Sidecar (HTTP) / Secret Key).');
+      if (!reload.applied && reload.refused) this.error(`saved, but the running daemon kept its previous config: ${reload.reason}. Fix that, then reload`, {exit: 1});
       if (!reload.applied) this.warn(`not applied yet: ${reload.reason}`);
       return {name: args.name, secretKey: secret, reloaded: reload.applied};
     } catch (error) {

@@ -22,6 +22,7 @@ export default class KeysRemove extends Command {
       await target.write(removeKey(target.read(), args.name));
       const reload = await target.reload();
       this.log(`Removed key ${args.name}.`);
+      if (!reload.applied && reload.refused) this.error(`saved, but the running daemon kept its previous config: ${reload.reason}. Fix that, then reload`, {exit: 1});
       if (!reload.applied) this.warn(`not applied yet: ${reload.reason}`);
     } catch (error) {
       const exit = exitCodeFor(error);

@@ -34,6 +34,7 @@ export default class SecretRotate extends Command {
       if (flags.name === undefined) this.log(result.oldKeyAcceptedUntil
         ? `The old key is still accepted for ${formatDuration(graceSeconds ?? 0)}, until ${result.oldKeyAcceptedUntil}.`
         : 'The old key is no longer accepted.');
+      if (!result.reload.applied && result.reload.refused) this.error(`the running daemon kept its previous config, and the old key: ${result.reload.reason}. Fix that, then reload`, {exit: 1});
       if (!result.reload.applied) this.warn(`the running service has not taken the new key: ${result.reload.reason}`);
     } catch (error) {
       const exit = exitCodeFor(error);
