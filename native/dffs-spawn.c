@@ -21,11 +21,10 @@
  *                         Payload: u64 bytes read from stdout, u64 from stderr
  * The helper exits when its stdin closes: the daemon is gone.
  *
- * Usage: dffs-spawn [--no-pidfd] [--own-cgroup] [--umask OCTAL]
+ * Usage: dffs-spawn [--no-pidfd] [--own-cgroup]
  *   --no-pidfd: see exits through SIGCHLD, as on kernels before 5.3 (for tests).
  *   --own-cgroup: give commands cgroups below the helper's own (a systemd unit with Delegate=yes),
  *     where cgroup v2 and cgroup.kill allow; without, a CGROUP asked for is ignored.
- *   --umask: the file mode mask commands start with (the service's own is stricter).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -518,12 +517,6 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-pidfd") == 0) no_pidfd = 1;
     else if (strcmp(argv[i], "--own-cgroup") == 0) cgroup_home = find_own_cgroup();
-    else if (strcmp(argv[i], "--umask") == 0 && i + 1 < argc) {
-      char *end;
-      unsigned long mask = strtoul(argv[++i], &end, 8);
-      if (*end != '\0' || mask > 0777) die("--umask takes an octal mask");
-      umask((mode_t)mask);
-    }
   }
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {

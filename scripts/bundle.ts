@@ -11,7 +11,7 @@ import {chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rea
 import {join, relative} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {stopTimeoutSeconds} from '../src/install.js';
-import {renderUnit} from '../src/system/unit.js';
+import {renderUnits} from '../src/system/unit.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CACHE = join(ROOT, '.cache', 'node-runtimes');
@@ -131,7 +131,10 @@ async function bundleFor(arch: string, runtime: Runtime, appDir: string): Promis
   await execa(join(ROOT, 'scripts/build-native.sh'), [join(bundleDir, 'app/dist'), runtime.cc, '-static', '-s']);
   const script = readFileSync(join(ROOT, 'scripts/bundle/run-sidecar.sh'), 'utf8').replace('@MACHINE@', runtime.machine);
   writeFileSync(join(bundleDir, 'run-sidecar.sh'), script, {mode: 0o755});
-  writeFileSync(join(bundleDir, `${BUNDLE_NAME}.service`), renderUnit({allowSetuid: false, stopTimeoutSeconds: stopTimeoutSeconds({})}));
+  const units = renderUnits({allowSetuid: false, stopTimeoutSeconds: stopTimeoutSeconds({})});
+  writeFileSync(join(bundleDir, `${BUNDLE_NAME}.service`), units.daemon);
+  writeFileSync(join(bundleDir, `${BUNDLE_NAME}-commands.socket`), units.runnerSocket);
+  writeFileSync(join(bundleDir, `${BUNDLE_NAME}-commands@.service`), units.runner);
   writeFileSync(join(bundleDir, 'version'), `${packageJson.version}\n`);
   writeChecksums(bundleDir);
 

@@ -15,11 +15,27 @@ import {
 import {readSnapshot, SERVICE_CONTROL_SOCKET} from './control.js';
 import {probeBind} from './probe.js';
 import {parseLegacyConfig} from './system/legacy-config.js';
-import {BIN_DIR, CURRENT_LINK, LIB_DIR, ORIGINAL_BACKUP_DIR, RELEASES_DIR, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './system/paths.js';
+import {
+  BIN_DIR,
+  COMMANDS_HOME,
+  CURRENT_LINK,
+  DAEMON_USER,
+  LIB_DIR,
+  ORIGINAL_BACKUP_DIR,
+  RELEASES_DIR,
+  RUNNER_SERVICE_PATH,
+  RUNNER_SOCKET_PATH,
+  RUNNER_SOCKET_UNIT,
+  SERVICE_NAME,
+  SERVICE_USER,
+  STATE_DIR,
+  UNIT_PATH,
+  WRAPPERS,
+} from './system/paths.js';
 import {shellQuote, untrustedRuntimeReason} from './system/runtime.js';
 import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './system/snapshot.js';
 import {run, SystemError, systemctl, systemdIsRunning, unitState} from './system/systemd.js';
-import {INSTALL_MARK, renderUnit} from './system/unit.js';
+import {INSTALL_MARK, renderUnits, type Units} from './system/unit.js';
 import {UserError} from './user-error.js';
 import {VERSION} from './version.js';
 
@@ -246,10 +262,16 @@ async function userExists(name: string): Promise<boolean> {
   }
 }
 
-async function ensureServiceUser(log: (line: string) => void): Promise<void> {
-  if (await userExists(SERVICE_USER)) return;
-  await run('useradd', ['--system', '--user-group', '--home-dir', STATE_DIR, '--no-create-home', '--shell', '/usr/sbin/nologin', '--comment', 'DataFlux Func Sidecar', SERVICE_USER]);
-  log(`Created system user ${SERVICE_USER}`);
+/** The user commands run as (the manual's dffs, kept if it exists) and the daemon's own. */
+async function ensureServiceUsers(log: (line: string) => void): Promise<void> {
+  for (const [user, home, comment] of [
+    [SERVICE_USER, COMMANDS_HOME, 'DataFlux Func Sidecar commands'],
+    [DAEMON_USER, STATE_DIR, 'DataFlux Func Sidecar'],
+  ] as const) {
+    if (await userExists(user)) continue;
+    await run('useradd', ['--system', '--user-group', '--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin', '--comment', comment, user]);
+    log(`Created system user ${user}`);
+  }
 }
 
 async function groupId(name: string): Promise<number> {
@@ -259,7 +281,7 @@ async function groupId(name: string): Promise<number> {
 /** Writes the system config atomically, readable by the service's group only. */
 export async function writeSystemConfig(config: StoredConfig): Promise<void> {
   await writeConfig(SYSTEM_CONFIG_PATH, config);
-  chownSync(SYSTEM_CONFIG_PATH, 0, await groupId(SERVICE_USER));
+  chownSync(SYSTEM_CONFIG_PATH, 0, await groupId(DAEMON_USER));
   chmodSync(SYSTEM_CONFIG_PATH, 0o640);
 }
 
@@ -324,7 +346,9 @@ export interface InstallResult {
   configChanged: boolean;
   /** Where the original Sidecar's files were saved, when this install replaced them. */
   originalBackup?: string;
+  /** The daemon's unit. */
   unit: string;
+  units: Units;
 }
 
 /** Seconds systemd waits for a stop: the drain timeout plus a margin. */
@@ -343,7 +367,7 @@ interface OriginalState {
 }
 
 /** Paths an install writes over, whose previous content a rollback or restore puts back. */
-const REPLACED_PATHS = [...WRAPPERS.map((name) => join(BIN_DIR, name)), UNIT_PATH, SYSTEM_CONFIG_PATH];
+const REPLACED_PATHS = [...WRAPPERS.map((name) => join(BIN_DIR, name)), UNIT_PATH, SYSTEM_CONFIG_PATH, RUNNER_SOCKET_PATH, RUNNER_SERVICE_PATH];
 
 /** True when a snapshot is a file of the original Sidecar's rather than one we wrote. */
 function isOriginalFile(snapshot: PathSnapshot): boolean {
@@ -384,7 +408,8 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
   const previousRelease = currentRelease();
   const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
   const release = join(RELEASES_DIR, `${VERSION}-${stamp}`);
-  const unit = renderUnit({allowSetuid: options.allowSetuid, stopTimeoutSeconds: stopTimeoutSeconds(plan.config)});
+  const units = renderUnits({allowSetuid: options.allowSetuid, stopTimeoutSeconds: stopTimeoutSeconds(plan.config)});
+  const unit = units.daemon;
   const result: InstallResult = {
     upgrade: previousRelease !== undefined,
     dryRun: options.dryRun,
@@ -396,6 +421,7 @@ export async function install(options: InstallOptions): Promise<InstallResult> {
     ...(plan.config.ALLOW_FROM === undefined ? {} : {allowFrom: plan.config.ALLOW_FROM}),
     configChanged: plan.changed,
     unit,
+    units,
   };
   if (options.dryRun) return result;
   return shieldedFromSignals(options.log, () => installRelease(options, plan, result, previousRelease));
@@ -421,7 +447,7 @@ async function shieldedFromSignals<T>(log: (line: string) => void, work: () => P
 }
 
 async function installRelease(options: InstallOptions, plan: ConfigPlan, result: InstallResult, previousRelease: string | undefined): Promise<InstallResult> {
-  const {release, unit} = result;
+  const {release, units} = result;
   const replaced = REPLACED_PATHS.map((path) => takeSnapshot(path));
   let original: OriginalState | undefined;
   let backupSavedNow = false;
@@ -444,10 +470,10 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
     chmodSync(join(dirname(SYSTEM_CONFIG_PATH), name), 0o600);
   }
 
-  await ensureServiceUser(options.log);
+  await ensureServiceUsers(options.log);
   for (const [key, path] of [['TLS_CERT', plan.config.TLS_CERT], ['TLS_KEY', plan.config.TLS_KEY]] as const) {
-    if (path !== undefined && !(await run('runuser', ['-u', SERVICE_USER, '--', 'test', '-r', path]).then(() => true, () => false))) {
-      throw new InstallError(`user ${SERVICE_USER} cannot read ${key} ${path}, which the service reads at start and on reload: chgrp ${SERVICE_USER} ${path} && chmod 640 ${path} (and make its directory reachable), then install again`, 78);
+    if (path !== undefined && !(await run('runuser', ['-u', DAEMON_USER, '--', 'test', '-r', path]).then(() => true, () => false))) {
+      throw new InstallError(`user ${DAEMON_USER} cannot read ${key} ${path}, which the daemon reads at start and on reload: chgrp ${DAEMON_USER} ${path} && chmod 640 ${path} (and make its directory reachable), then install again`, 78);
     }
   }
   let runtime: string;
@@ -461,10 +487,10 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
     throw error;
   }
   try {
-    await run('runuser', ['-u', SERVICE_USER, '--', runtime.replace(CURRENT_LINK, release), '--version']);
+    await run('runuser', ['-u', DAEMON_USER, '--', runtime.replace(CURRENT_LINK, release), '--version']);
   } catch {
     rmSync(release, {recursive: true, force: true});
-    throw new InstallError(`${runtime} cannot be run by user ${SERVICE_USER}: install Node.js system-wide, or use the offline bundle`);
+    throw new InstallError(`${runtime} cannot be run by user ${DAEMON_USER}: install Node.js system-wide, or use the offline bundle`);
   }
   options.log(`Copied the program to ${release}`);
 
@@ -480,17 +506,19 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
     } else if (plan.changed || plan.previousText === undefined) {
       await writeSystemConfig(plan.config);
     }
-    writeAtomic(UNIT_PATH, unit, 0o644);
+    writeAtomic(RUNNER_SERVICE_PATH, units.runner, 0o644);
+    writeAtomic(RUNNER_SOCKET_PATH, units.runnerSocket, 0o644);
+    writeAtomic(UNIT_PATH, units.daemon, 0o644);
     await systemctl('daemon-reload');
-    await systemctl('enable', '--quiet', SERVICE_NAME);
+    await systemctl('enable', '--quiet', SERVICE_NAME, RUNNER_SOCKET_UNIT);
+    await systemctl('restart', RUNNER_SOCKET_UNIT);
     await systemctl('restart', SERVICE_NAME);
     await waitHealthy(VERSION, plan.config);
   } catch (error) {
     const cause = (error as Error).message;
     if (previousRelease) {
       pointCurrentAt(previousRelease);
-      for (const snapshot of replaced) restoreSnapshot(snapshot);
-      await systemctl('daemon-reload');
+      await restoreUnits(replaced);
       await systemctl('restart', SERVICE_NAME);
       rmSync(release, {recursive: true, force: true});
       throw new InstallError(`the upgrade to ${VERSION} failed, so the previous release (${previousRelease}) was put back and restarted.\nCause: ${cause}`);
@@ -509,11 +537,21 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
   return result;
 }
 
+/**
+ * Puts back files and units as they were, the command runner's socket included: stopped and
+ * disabled first (systemctl cannot once its file is gone), and started again if it was there.
+ */
+async function restoreUnits(replaced: PathSnapshot[]): Promise<void> {
+  await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
+  for (const snapshot of replaced) restoreSnapshot(snapshot);
+  await systemctl('daemon-reload');
+  if (existsSync(RUNNER_SOCKET_PATH)) await systemctl('enable', '--now', '--quiet', RUNNER_SOCKET_UNIT);
+}
+
 /** Stops our service and puts back the files it replaced; the original's service is left as it was found. */
 async function putBack(replaced: PathSnapshot[], original: OriginalState | undefined): Promise<void> {
   await systemctl('disable', '--now', '--quiet', SERVICE_NAME).catch(() => undefined);
-  for (const snapshot of replaced) restoreSnapshot(snapshot);
-  await systemctl('daemon-reload');
+  await restoreUnits(replaced);
   if (original?.enabled) await systemctl('enable', '--quiet', SERVICE_NAME);
   if (original?.active) await systemctl('restart', SERVICE_NAME);
 }
@@ -560,10 +598,11 @@ export async function uninstall(options: {purge: boolean; restoreOriginal: boole
     await systemctl('disable', '--now', '--quiet', SERVICE_NAME);
     removed.push(`service ${SERVICE_NAME}`);
   }
-  const paths = [UNIT_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
+  if (existsSync(RUNNER_SOCKET_PATH)) await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
+  const paths = [UNIT_PATH, RUNNER_SOCKET_PATH, RUNNER_SERVICE_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
   if (options.purge) {
     const etc = dirname(SYSTEM_CONFIG_PATH);
-    paths.push(STATE_DIR, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR, ...readdirSync(etc).filter((name) => name.startsWith(LEGACY_BACKUP_PREFIX)).map((name) => join(etc, name)));
+    paths.push(STATE_DIR, COMMANDS_HOME, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR, ...readdirSync(etc).filter((name) => name.startsWith(LEGACY_BACKUP_PREFIX)).map((name) => join(etc, name)));
   }
   for (const path of paths) {
     if (existsSync(path)) {
@@ -584,12 +623,13 @@ export async function uninstall(options: {purge: boolean; restoreOriginal: boole
     return {removed, restored};
   }
   await systemctl('daemon-reload');
-  if (options.purge && (await userExists(SERVICE_USER))) {
+  for (const user of options.purge ? [SERVICE_USER, DAEMON_USER] : []) {
+    if (!(await userExists(user))) continue;
     try {
-      await run('userdel', [SERVICE_USER]);
-      removed.push(`user ${SERVICE_USER}`);
+      await run('userdel', [user]);
+      removed.push(`user ${user}`);
     } catch (error) {
-      throw new SystemError(`could not remove user ${SERVICE_USER}: ${(error as Error).message}`);
+      throw new SystemError(`could not remove user ${user}: ${(error as Error).message}`);
     }
   }
   return {removed, restored};

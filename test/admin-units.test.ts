@@ -8,36 +8,47 @@ import {allowFromAdditions, parseBindList} from '../src/bind.js';
 import {installSummary, planConfig} from '../src/install.js';
 import {journalArgs, parseJournalLine, renderEntry} from '../src/logs.js';
 import {parseLegacyConfig} from '../src/system/legacy-config.js';
-import {renderUnit} from '../src/system/unit.js';
+import {renderUnits} from '../src/system/unit.js';
 
 describe('the systemd unit', () => {
-  const unit = renderUnit({allowSetuid: false, stopTimeoutSeconds: 60});
-  const setuid = renderUnit({allowSetuid: true, stopTimeoutSeconds: 60});
+  const units = renderUnits({allowSetuid: false, stopTimeoutSeconds: 60});
+  const unit = units.daemon;
+  const {runner} = units;
+  const setuid = renderUnits({allowSetuid: true, stopTimeoutSeconds: 60}).runner;
 
-  it('runs serve as dffs, restarts on failure, reloads with SIGHUP, after network and docker', () => {
+  it('runs serve as its own user, restarts on failure, reloads with SIGHUP, after network, docker and the command runner', () => {
     for (const line of [
-      'User=dffs',
-      'Group=dffs',
+      'User=dffs-daemon',
+      'Group=dffs-daemon',
       'ExecStart=/usr/local/bin/dataflux-func-sidecar serve --config /etc/dataflux-func-sidecar',
       'ExecReload=/bin/kill -HUP $MAINPID',
       'Restart=on-failure',
-      'KillMode=mixed',
       'TimeoutStopSec=60',
-      'After=network-online.target docker.service',
-      'Wants=network-online.target',
+      'After=network-online.target docker.service dataflux-func-sidecar-commands.socket',
+      'Requires=dataflux-func-sidecar-commands.socket',
       'RuntimeDirectory=dataflux-func-sidecar',
       'WantedBy=multi-user.target',
-      // Its own files private; commands with the usual mask.
       'UMask=0077',
       'StateDirectoryMode=0700',
-      'Environment=DFFS_COMMAND_UMASK=0022',
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'Environment=DFFS_COMMAND_RUNNER=/run/dataflux-func-sidecar-commands.sock',
     ]) {
       assert.ok(unit.split('\n').includes(line), line);
     }
   });
 
-  it('uses none of the directives that break child processes by name', () => {
-    for (const text of [unit, setuid]) {
+  it('runs commands as dffs through a runner only the daemon can reach, with their own cgroups and the usual mask', () => {
+    for (const line of ['ListenStream=/run/dataflux-func-sidecar-commands.sock', 'SocketUser=dffs-daemon', 'SocketMode=0600', 'Accept=yes']) {
+      assert.ok(units.runnerSocket.split('\n').includes(line), line);
+    }
+    for (const line of ['User=dffs', 'ExecStart=/usr/local/lib/dataflux-func-sidecar/current/dist/dffs-spawn --own-cgroup', 'StandardInput=socket', 'StandardOutput=socket', 'Delegate=yes', 'KillMode=control-group', 'UMask=0022', 'TasksMax=4096']) {
+      assert.ok(runner.split('\n').includes(line), line);
+    }
+  });
+
+  it('uses none of the directives that break commands', () => {
+    for (const text of [runner, setuid]) {
       assert.doesNotMatch(text, /^NoNewPrivileges=/m);
       assert.doesNotMatch(text, /^MemoryDenyWriteExecute=/m);
       assert.doesNotMatch(text, /^ProtectSystem=strict/m);
@@ -46,7 +57,7 @@ describe('the systemd unit', () => {
   });
 
   it('leaves out every seccomp-based directive with --allow-setuid', () => {
-    assert.match(unit, /^SystemCallFilter=/m);
+    assert.match(runner, /^SystemCallFilter=/m);
     for (const key of ['SystemCallFilter', 'RestrictSUIDSGID', 'RestrictNamespaces', 'ProtectKernelTunables', 'LockPersonality', 'RestrictAddressFamilies']) {
       assert.doesNotMatch(setuid, new RegExp(`^${key}=`, 'm'), key);
     }

@@ -29,8 +29,8 @@ describe('the x64 offline bundle on a host without Node.js', () => {
 
   it('unpacks to dataflux-func-sidecar/ with the manual\'s files, and its checksums verify', async () => {
     await box.ok(`mkdir -p /opt/usb && tar -xzf ${archive('x64')} -C /opt/usb`);
-    const files = await box.ok('cd /opt/usb/dataflux-func-sidecar && ls');
-    assert.deepEqual(files.split('\n'), ['SHA256SUMS', 'app', 'dataflux-func-sidecar.service', 'run-sidecar.sh', 'version']);
+    const files = await box.ok('cd /opt/usb/dataflux-func-sidecar && LC_ALL=C ls');
+    assert.deepEqual(files.split('\n'), ['SHA256SUMS', 'app', 'dataflux-func-sidecar-commands.socket', 'dataflux-func-sidecar-commands@.service', 'dataflux-func-sidecar.service', 'run-sidecar.sh', 'version']);
     assert.equal(await box.ok('cat /opt/usb/dataflux-func-sidecar/version'), version);
     await box.ok('cd /opt/usb/dataflux-func-sidecar && sha256sum --strict --quiet -c SHA256SUMS');
     assert.equal(await box.ok('/opt/usb/dataflux-func-sidecar/app/runtime/bin/node --version'), `v${nodeVersion}`);

@@ -36,6 +36,8 @@ export interface TestDaemon {
 /** How a test daemon starts commands: by default as the daemon does, through the dffs-spawn helper. */
 export interface TestSpawner {
   spawnHelper?: string | null;
+  /** A command runner's socket, as the installed service has. */
+  commandRunner?: string;
 }
 
 /** A real daemon on a loopback port chosen by the kernel, stopped when the test file ends. */

@@ -57,7 +57,7 @@ describe('install on a real host: the runtime root runs, rollbacks, private file
       assert.equal(mode & 0o007, 0, `${path} is open to others (${mode.toString(8)})`);
       assert.notEqual((await box.sh(`runuser -u nobody -- cat ${path}`)).exitCode, 0, `nobody can read ${path}`);
     }
-    assert.equal(await box.ok('stat -c "%a %U" /var/lib/dataflux-func-sidecar'), '700 dffs');
+    assert.equal(await box.ok('stat -c "%a %U" /var/lib/dataflux-func-sidecar'), '700 dffs-daemon');
     assert.equal(await box.ok('dffs-ctl exec "umask; touch /tmp/made-by-command; mkdir /tmp/dir-by-command; stat -c %a /tmp/made-by-command /tmp/dir-by-command"'), '0022\n644\n755');
   });
 

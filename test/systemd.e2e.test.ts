@@ -35,33 +35,62 @@ describe('dffs-ctl on a real systemd', () => {
     assert.match(out, /DataFlux Func Sidecar \(HTTP\)/);
   });
 
-  it('runs the service active, enabled, as dffs, with the config root:dffs 0640', async () => {
-    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar'), 'active');
-    assert.equal(await box.ok('systemctl is-enabled dataflux-func-sidecar'), 'enabled');
-    assert.equal(await box.ok(`ps -o user= -p ${await mainPid()}`), 'dffs');
-    // Commands start through the dffs-spawn helper, the daemon's only child.
-    assert.equal(await box.ok(`ps -o user=,comm= --ppid ${await mainPid()}`), 'dffs     dffs-spawn');
-    assert.equal(await box.ok('dffs-ctl exec \'echo $PPID\''), await box.ok('pgrep -u dffs -x dffs-spawn'));
-    assert.equal(await box.ok('stat -c "%U:%G %a" /etc/dataflux-func-sidecar'), 'root:dffs 640');
+  it('runs the daemon as dffs-daemon and commands as dffs, through the command runner, with the config root:dffs-daemon 0640', async () => {
+    assert.equal(await box.ok('systemctl is-active dataflux-func-sidecar dataflux-func-sidecar-commands.socket'), 'active\nactive');
+    assert.equal(await box.ok('systemctl is-enabled dataflux-func-sidecar dataflux-func-sidecar-commands.socket'), 'enabled\nenabled');
+    assert.equal(await box.ok(`ps -o user= -p ${await mainPid()}`), 'dffs-daemon');
+    // Commands start through the command runner, dffs-spawn as dffs in a unit of its own.
+    assert.equal((await box.sh(`ps -o comm= --ppid ${await mainPid()}`)).stdout, '');
+    assert.equal(await box.ok('dffs-ctl exec \'echo $PPID; id -un\''), `${await box.ok('pgrep -u dffs -x dffs-spawn')}\ndffs`);
+    assert.equal(await box.ok('stat -c "%U:%G %a" /etc/dataflux-func-sidecar'), 'root:dffs-daemon 640');
     assert.equal(await box.ok('getent passwd dffs | cut -d: -f7'), '/usr/sbin/nologin');
     assert.match(await box.ok('readlink /usr/local/lib/dataflux-func-sidecar/current'), /releases\/\d+\.\d+\.\d+-\d{14}$/);
     assert.equal(await box.ok('test -e /usr/local/lib/dataflux-func-sidecar/current/node_modules/typescript && echo dev || echo prod-only'), 'prod-only');
   });
 
-  it('publishes its control socket to root and the dffs group only', async () => {
-    assert.equal(await box.ok('stat -c "%a %U:%G" /run/dataflux-func-sidecar /run/dataflux-func-sidecar/control.sock'), '750 dffs:dffs\n660 dffs:dffs');
-    const outsider = await box.sh(`runuser -u nobody -- node -e "require('net').connect('/run/dataflux-func-sidecar/control.sock').on('error', e => { console.log(e.code); process.exit(1) })"`);
-    assert.deepEqual([outsider.exitCode, outsider.stdout], [1, 'EACCES']);
+  it('publishes its control socket, and the command runner\'s, to root and the daemon only', async () => {
+    assert.equal(await box.ok('stat -c "%a %U:%G" /run/dataflux-func-sidecar /run/dataflux-func-sidecar/control.sock /run/dataflux-func-sidecar-commands.sock'), '750 dffs-daemon:dffs-daemon\n660 dffs-daemon:dffs-daemon\n600 dffs-daemon:dffs-daemon');
+    for (const user of ['nobody', 'dffs']) {
+      for (const socket of ['/run/dataflux-func-sidecar/control.sock', '/run/dataflux-func-sidecar-commands.sock']) {
+        const outsider = await box.sh(`runuser -u ${user} -- node -e "require('net').connect('${socket}').on('error', e => { console.log(e.code); process.exit(1) })"`);
+        assert.deepEqual([outsider.exitCode, outsider.stdout], [1, 'EACCES'], `${user} ${socket}`);
+      }
+    }
+  });
+
+  it('keeps every key from commands: none can read the daemon\'s files, memory or environment, or signal it', async () => {
+    await box.ok('dffs-ctl keys add narrow --allow "hostname" >/dev/null');
+    const pid = await mainPid();
+    const attempts = [
+      'cat /etc/dataflux-func-sidecar',
+      'cat /var/lib/dataflux-func-sidecar/running.json /var/lib/dataflux-func-sidecar/replay.log',
+      `cat /proc/${pid}/environ`,
+      `head -c 4096 /proc/${pid}/mem`,
+      `kill -HUP ${pid}`,
+      `kill -9 ${pid}`,
+    ];
+    const secrets = JSON.parse(await box.ok('cat /etc/dataflux-func-sidecar')) as {SECRET_KEY: string; KEYS: Record<string, {secret: string}>};
+    for (const attempt of attempts) {
+      const result = await box.sh(`dffs-ctl exec ${JSON.stringify(attempt)}`);
+      assert.notEqual(result.exitCode, 0, attempt);
+      for (const secret of [secrets.SECRET_KEY, secrets.KEYS.narrow.secret]) assert.ok(!`${result.stdout}${result.stderr}`.includes(secret), attempt);
+    }
+    assert.equal(await mainPid(), pid, 'the daemon is still the same process');
+    assert.equal(await box.ok('dffs-ctl exec --key narrow hostname'), await box.ok('hostname'));
+    await box.ok('dffs-ctl keys remove narrow >/dev/null');
   });
 
   it('answers the greeting', async () => {
     assert.match(await box.ok('curl -s http://127.0.0.1:8099/'), /^Welcome to DataFlux Func Sidecar\n\* Version: /);
   });
 
-  it('scores 4.5 or lower in systemd-analyze security', async () => {
-    const out = await box.ok(`systemd-analyze security --offline=yes ${UNIT} 2>&1 | grep Overall`);
-    const score = Number(/level for .*: ([\d.]+)/.exec(out)?.[1]);
-    assert.ok(score <= 4.5, out);
+  it('scores 2.0 or lower in systemd-analyze security for the daemon, 4.5 or lower for the command runner', async () => {
+    for (const [unit, limit] of [[UNIT, 2.0], ['/etc/systemd/system/dataflux-func-sidecar-commands@.service', 4.5]] as const) {
+      const out = await box.ok(`systemd-analyze security --offline=yes ${unit} 2>&1 | grep Overall`);
+      const score = Number(/level for .*: ([\d.]+)/.exec(out)?.[1]);
+      console.log(`  ${out.trim()}`);
+      assert.ok(score <= limit, out);
+    }
   });
 
   it('runs commands as dffs through exec, with their exit codes and streams', async () => {
@@ -76,7 +105,6 @@ describe('dffs-ctl on a real systemd', () => {
   it('ends a timed-out command\'s whole tree through its cgroup, also what left with setsid', async () => {
     // cgroup v2 is at /sys/fs/cgroup/unified on this sandbox's hybrid host, at /sys/fs/cgroup elsewhere.
     const root = await box.ok("awk '$9 == \"cgroup2\" {print $5; exit}' /proc/self/mountinfo");
-    const service = `${root}/system.slice/dataflux-func-sidecar.service`;
     const timedOut = await box.sh('dffs-ctl exec --timeout 2 "setsid sleep 600 & setsid sh -c \'sleep 601 & sleep 602\' & sleep 30"');
     assert.equal(timedOut.exitCode, 124, timedOut.stderr);
     await box.ok('for i in $(seq 1 50); do pgrep -f "sleep 60[012]" >/dev/null || exit 0; sleep 0.1; done; pgrep -af "sleep 60"; exit 1');
@@ -84,11 +112,13 @@ describe('dffs-ctl on a real systemd', () => {
     await box.ok('dffs-ctl exec "setsid sleep 603 >/dev/null 2>&1 &"');
     const background = await box.ok('pgrep -f "sleep 603"');
     const cgroup = await box.ok(`cat /proc/${background}/cgroup | sed -n 's/^0:://p'`);
-    assert.match(cgroup, /^\/system\.slice\/dataflux-func-sidecar\.service\/job-[0-9a-f-]{36}$/);
+    // Below the command runner's unit, one per connection of the daemon.
+    assert.match(cgroup, /^\/system\.slice\/system-dataflux\\x2dfunc\\x2dsidecar\\x2dcommands\.slice\/dataflux-func-sidecar-commands@[^/]+\.service\/job-[0-9a-f-]{36}$/);
+    const runner = `${root}${cgroup.slice(0, cgroup.lastIndexOf('/'))}`;
     await box.ok(`kill ${background}`);
     // Its cgroup goes once it is empty (swept every 10 s), and every other command's at its end.
     await box.ok(`for i in $(seq 1 200); do test -e ${root}${cgroup} || exit 0; sleep 0.1; done; exit 1`);
-    assert.equal(await box.ok(`ls ${service} | grep -c '^job-' || true`), '0');
+    assert.equal(await box.ok(`ls ${runner} | grep -c '^job-' || true`), '0');
   });
 
   it('lets commands use the host /tmp, group files and group sockets, ps and free', async () => {
@@ -254,10 +284,10 @@ describe('dffs-ctl on a real systemd', () => {
   it('uninstalls, keeping the config unless --purge', async () => {
     await box.ok('node /src/bin/run.js uninstall');
     assert.equal((await box.sh(`test -e ${UNIT} || test -e /usr/local/bin/dffs-ctl || test -e /usr/local/lib/dataflux-func-sidecar`)).exitCode, 1);
-    assert.equal(await box.ok('stat -c %U:%G /etc/dataflux-func-sidecar'), 'root:dffs');
+    assert.equal(await box.ok('stat -c %U:%G /etc/dataflux-func-sidecar'), 'root:dffs-daemon');
     assert.equal((await box.sh('curl -s http://127.0.0.1:8099/')).exitCode, 7);
     await box.ok('node /src/bin/run.js uninstall --purge');
-    assert.equal((await box.sh('test -e /etc/dataflux-func-sidecar || getent passwd dffs')).exitCode, 2);
+    assert.equal((await box.sh('test -e /etc/dataflux-func-sidecar || getent passwd dffs || getent passwd dffs-daemon')).exitCode, 2);
   });
 
   it('imports the original Sidecar\'s KEY: value config, keeping a backup', async () => {

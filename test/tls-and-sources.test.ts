@@ -127,7 +127,7 @@ describe('ALLOW_FROM', () => {
     const secure = await startTestDaemon({BIND: 'https://127.0.0.1:0', TLS_CERT: pair.cert, TLS_KEY: pair.key, ALLOW_FROM: '127.0.0.1'});
     const tlsPort = Number(new URL(secure.url).port);
     const handshake = await new Promise<string>((resolve) => {
-      const socket = tlsConnect({host: '127.0.0.1', port: tlsPort, localAddress: '127.0.0.2', rejectUnauthorized: false}, () => resolve('handshake done'));
+      const socket = tlsConnect({socket: tcpConnect({host: '127.0.0.1', port: tlsPort, localAddress: '127.0.0.2'}), rejectUnauthorized: false}, () => resolve('handshake done'));
       socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
     });
     assert.notEqual(handshake, 'handshake done');

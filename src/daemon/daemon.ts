@@ -40,15 +40,8 @@ export interface DaemonOptions {
   commandRunner?: string;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
   stateDirectory?: string;
-  /** The file mode mask commands start with: default, DFFS_COMMAND_UMASK (the unit's, whose own UMask is stricter), else the daemon's. */
-  commandUmask?: number;
 }
 
-/** DFFS_COMMAND_UMASK, in octal, if set and valid. */
-export function commandUmaskFrom(env: NodeJS.ProcessEnv): number | undefined {
-  const text = env.DFFS_COMMAND_UMASK;
-  return text !== undefined && /^0?[0-7]{1,3}$/.test(text) ? Number.parseInt(text, 8) : undefined;
-}
 
 /** Helpers that stop this soon after their start, this many times in a row, are given up for Node's child_process. */
 const HELPER_QUICK_EXIT_MS = 1000;
@@ -206,7 +199,6 @@ export class Daemon {
   #helperRetry: NodeJS.Timeout | undefined;
   readonly #outputBudget: OutputBudget;
   readonly #commandRunner: string | undefined;
-  readonly #commandUmask: number | undefined;
   #tls: TlsMaterial | undefined;
   /** Whether ALLOW_FROM covers an address; undefined when it is not set (any address). */
   #allowsSource: ((address: string) => boolean) | undefined;
@@ -222,11 +214,13 @@ export class Daemon {
     this.#allowsSource = settings.allowFrom && sourceMatcher(settings.allowFrom);
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
-    this.#commandUmask = options.commandUmask ?? commandUmaskFrom(process.env);
     this.#commandRunner = options.commandRunner ?? (process.env.DFFS_COMMAND_RUNNER || undefined);
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
-    const user = userInfo();
+    // Commands run as the daemon's user, or, through the command runner, as the one the unit names.
+    const user = this.#commandRunner && process.env.DFFS_COMMAND_USER
+      ? {username: process.env.DFFS_COMMAND_USER, homedir: process.env.DFFS_COMMAND_HOME ?? '/'}
+      : userInfo();
     this.#baseEnv = {PATH: SAFE_PATH, HOME: user.homedir, LANG: 'C.UTF-8', USER: user.username, LOGNAME: user.username};
     if (options.stateDirectory) {
       this.#runningFile = new RunningFile(options.stateDirectory, () =>
@@ -393,7 +387,6 @@ export class Daemon {
       return;
     }
     const helper: SpawnHelper = new SpawnHelper(path, {
-      umask: this.#commandUmask,
       onExit: (exitReason) => this.#helperExited(helper, exitReason),
       onHandlerError: (error) => this.#reportInternalError('spawner event', error),
     });
@@ -574,7 +567,9 @@ export class Daemon {
           );
         }
         const {request, key} = this.#verify(settings, auth, body);
-        if (request.workdir === undefined) this.#accept(req, res, request, key);
+        // Through the command runner, the daemon is not the user who must enter the workdir: the
+        // runner says so if it cannot.
+        if (request.workdir === undefined || this.#commandRunner) this.#accept(req, res, request, key);
         else {
           checkWorkdir(request.workdir)
             .then(() => this.#accept(req, res, request, key))
@@ -685,8 +680,7 @@ export class Daemon {
         outputBudget: this.#outputBudget,
         // Made below the runner's own cgroup, where it has one to give.
         ...(this.#commandRunner ? {cgroup: `job-${job.id}`, fallback: false} : {}),
-        umask: this.#commandUmask,
-      },
+        },
       this.#helper,
       {
         onStarted: (pid) => {

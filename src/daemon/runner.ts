@@ -21,8 +21,6 @@ export interface CommandSpec {
   cgroup?: string;
   /** False when commands may start through the helper alone, never Node's child_process (the command runner). */
   fallback?: boolean;
-  /** The file mode mask it starts with, when not the daemon's own. */
-  umask?: number;
   /** Its job id, also in its environment as SIDECAR_JOB_ID: how it is found if its pid never came. */
   jobId: string;
 }
@@ -274,19 +272,12 @@ function spawnWithNode(spec: CommandSpec, events: ShellEvents, onHandlerError: (
       onHandlerError(error);
     }
   };
-  // The child is forked within spawn(): the daemon's own mask is back before any other code runs.
-  const daemonUmask = spec.umask === undefined ? undefined : process.umask(spec.umask);
-  let child: NodeChild;
-  try {
-    child = spawn('/bin/sh', ['-c', '--', spec.command], {
-      cwd: spec.workdir,
-      env: spec.env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } finally {
-    if (daemonUmask !== undefined) process.umask(daemonUmask);
-  }
+  const child = spawn('/bin/sh', ['-c', '--', spec.command], {
+    cwd: spec.workdir,
+    env: spec.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   child.once('spawn', guarded(() => {
     if (child.pid !== undefined) events.started(child.pid);
   }));

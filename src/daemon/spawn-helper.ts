@@ -24,8 +24,6 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
 }
 
 export interface SpawnHelperOptions {
-  /** The file mode mask of commands, when not the daemon's own. */
-  umask?: number;
   /** Called when the helper has gone, after each of its commands was told. */
   onExit(reason: string): void;
   /** An exception thrown while a command's events were handled: reported, never the daemon's end. */
@@ -69,10 +67,9 @@ export class SpawnHelper implements Spawner {
       socket.on('close', () => this.#fail(this.#killedBecause ?? `the command runner at ${path} closed the connection`));
       return;
     }
-    const args = options.umask === undefined ? [] : ['--umask', options.umask.toString(8)];
     // A session of its own: Ctrl-C or a hangup on the daemon's terminal reaches the daemon, which
     // drains, and not the helper, whose end would end every command.
-    const child = spawn(path, args, {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});
+    const child = spawn(path, [], {env: {}, stdio: ['pipe', 'pipe', 'pipe'], detached: true});
     this.#process = child;
     this.#input = child.stdin;
     child.stdout.on('data', (chunk: Buffer) => this.#receive(chunk));

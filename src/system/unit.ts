@@ -1,5 +1,5 @@
 import {SYSTEM_CONFIG_PATH} from '../config.js';
-import {BIN_DIR, SERVICE_NAME, SERVICE_USER, STATE_DIR} from './paths.js';
+import {BIN_DIR, COMMANDS_HOME, CURRENT_LINK, DAEMON_USER, RUNNER_NAME, RUNNER_SOCKET, RUNNER_SOCKET_UNIT, SERVICE_NAME, SERVICE_USER, STATE_DIR} from './paths.js';
 
 export interface UnitOptions {
   /** Leave out the directives that imply NoNewPrivileges, so that sudo and setuid programs work in commands. */
@@ -51,50 +51,121 @@ function directives(list: readonly (readonly [string, string, string])[]): strin
 /** The first words of each file install writes, by which it tells its own files from the original Sidecar's. */
 export const INSTALL_MARK = '# Written by dffs-ctl install';
 
-/** The systemd unit of the sidecar service. */
-export function renderUnit(options: UnitOptions): string {
-  return `${INSTALL_MARK}; re-running install rewrites it.
+/**
+ * The daemon holds the keys and faces the network; nothing it does needs the host beyond its own
+ * files, so it gets the strict set. (MemoryDenyWriteExecute would stop V8's compiler.)
+ */
+const DAEMON_HARDENING = [
+  ['NoNewPrivileges', 'yes', ''],
+  ['ProtectSystem', 'strict', 'read-only but for its state and runtime directories'],
+  ['ProtectHome', 'read-only', ''],
+  ['PrivateTmp', 'yes', ''],
+  ['PrivateDevices', 'yes', ''],
+  ['ProtectControlGroups', 'yes', ''],
+  ['ProtectProc', 'invisible', 'no other process of the host to see, commands included'],
+  ['ProcSubset', 'pid', ''],
+  ['SystemCallFilter', '@system-service', ''],
+  ...NO_ESCALATION.filter(([key]) => key !== 'SystemCallFilter'),
+  ...ALWAYS.filter(([key]) => key !== 'ProtectSystem'),
+] as const;
+
+export interface Units {
+  /** The daemon, as DAEMON_USER. */
+  daemon: string;
+  /** The socket the daemon reaches the command runner through. */
+  runnerSocket: string;
+  /** The command runner: dffs-spawn, as dffs, one per connection of the daemon. */
+  runner: string;
+}
+
+/**
+ * The sidecar as systemd runs it: the daemon as its own user, and commands as dffs through a
+ * command runner that systemd starts for the daemon's connection, so that no command can read
+ * the daemon's keys, inspect it or signal it.
+ */
+export function renderUnits(options: UnitOptions): Units {
+  const daemon = `${INSTALL_MARK}; re-running install rewrites it.
 [Unit]
 Description=DataFlux Func Sidecar
 Documentation=man:systemd.exec(5)
 Wants=network-online.target
-After=network-online.target docker.service
+Requires=${RUNNER_SOCKET_UNIT}
+After=network-online.target docker.service ${RUNNER_SOCKET_UNIT}
 
 [Service]
 Type=simple
-User=${SERVICE_USER}
-Group=${SERVICE_USER}
+User=${DAEMON_USER}
+Group=${DAEMON_USER}
 ExecStart=${BIN_DIR}/dataflux-func-sidecar serve --config ${SYSTEM_CONFIG_PATH}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
-# SIGTERM to the daemon alone: it drains its commands (each in its own process group) itself.
-KillMode=mixed
+# SIGTERM to the daemon: it drains its commands, which run in the command runner's units.
 TimeoutStopSec=${options.stopTimeoutSeconds}
-# Caps fork bombs in commands: TasksMax through the cgroup, LimitNPROC also where the cgroup pids
-# controller is not available (it counts every process of dffs, which runs nothing but this).
-TasksMax=4096
-LimitNPROC=4096
+TasksMax=256
 RuntimeDirectory=${SERVICE_NAME}
 RuntimeDirectoryMode=0750
 StateDirectory=${SERVICE_NAME}
 StateDirectoryMode=0700
 WorkingDirectory=${STATE_DIR}
 Environment=NODE_ENV=production
-# What the daemon writes (replay journal, the list of running commands) is its own; commands start
-# with the usual 0022, so the files they create are as under the original Sidecar.
+# Its own files (replay journal, running commands) are its alone.
 UMask=0077
-Environment=DFFS_COMMAND_UMASK=0022
-# Each command in a cgroup of its own below the service's, so that a timeout ends all it started,
-# also what left its process group (setsid, daemons), with cgroup.kill. (This is why the cgroup
-# tree is not read-only: ProtectControlGroups= would take the delegated subtree away too.)
-Delegate=yes
-Environment=DFFS_DELEGATED_CGROUP=1
+Environment=DFFS_COMMAND_RUNNER=${RUNNER_SOCKET}
+Environment=DFFS_COMMAND_USER=${SERVICE_USER}
+Environment=DFFS_COMMAND_HOME=${COMMANDS_HOME}
 
-${directives(ALWAYS)}
-${options.allowSetuid ? '# --allow-setuid: no seccomp-based directives, so sudo works in commands.' : directives(NO_ESCALATION)}
+${directives(DAEMON_HARDENING)}
 
 [Install]
 WantedBy=multi-user.target
 `;
+  const runnerSocket = `${INSTALL_MARK}; re-running install rewrites it.
+[Unit]
+Description=DataFlux Func Sidecar command runner (its socket, for the daemon only)
+
+[Socket]
+ListenStream=${RUNNER_SOCKET}
+SocketUser=${DAEMON_USER}
+SocketGroup=${DAEMON_USER}
+SocketMode=0600
+# A runner for each connection: the daemon has one, a new one after a restart.
+Accept=yes
+MaxConnections=16
+
+[Install]
+WantedBy=sockets.target
+`;
+  const runner = `${INSTALL_MARK}; re-running install rewrites it.
+[Unit]
+Description=DataFlux Func Sidecar command runner
+Documentation=man:systemd.exec(5)
+CollectMode=inactive-or-failed
+
+[Service]
+User=${SERVICE_USER}
+Group=${SERVICE_USER}
+ExecStart=${CURRENT_LINK}/dist/dffs-spawn --own-cgroup
+StandardInput=socket
+StandardOutput=socket
+StandardError=journal
+# Its commands go with it: the daemon has gone, or restarts (as when the sidecar was one unit).
+KillMode=control-group
+# Caps fork bombs in commands: TasksMax through the cgroup, LimitNPROC also where the cgroup pids
+# controller is not available (it counts every process of dffs, which runs nothing but this).
+TasksMax=4096
+LimitNPROC=4096
+StateDirectory=${RUNNER_NAME}
+WorkingDirectory=${COMMANDS_HOME}
+# Commands create files as under the original Sidecar.
+UMask=0022
+# Each command in a cgroup of its own below the runner's, so that a timeout ends all it started,
+# also what left its process group (setsid, daemons), with cgroup.kill. (This is why the cgroup
+# tree is not read-only: ProtectControlGroups= would take the delegated subtree away too.)
+Delegate=yes
+
+${directives(ALWAYS)}
+${options.allowSetuid ? '# --allow-setuid: no seccomp-based directives, so sudo works in commands.' : directives(NO_ESCALATION)}
+`;
+  return {daemon, runnerSocket, runner};
 }
