@@ -57,9 +57,10 @@ describe('the x64 offline bundle on a host without Node.js', () => {
     assert.match(await box.ok('dffs-ctl --version'), new RegExp(`dataflux-func-sidecar/${version} linux-x64 node-v${nodeVersion}`));
     const pid = await box.ok('systemctl show -p MainPID --value dataflux-func-sidecar');
     assert.equal(await box.ok(`readlink -f /proc/${pid}/exe`), await box.ok(`readlink -f ${LIB}/current/runtime/bin/node`));
-    // Commands start through the bundled dffs-spawn helper.
-    assert.equal(await box.ok(`ps -o comm= --ppid ${pid}`), 'dffs-spawn');
-    assert.equal(await box.ok('dffs-ctl exec \'echo $PPID\''), await box.ok(`ps -o pid= --ppid ${pid} | tr -d ' '`));
+    // Commands start through the bundled dffs-spawn, the command runner.
+    const runner = await box.ok('pgrep -u dffs -x dffs-spawn');
+    assert.equal(await box.ok(`readlink -f /proc/${runner}/exe`), await box.ok(`readlink -f ${LIB}/current/dist/dffs-spawn`));
+    assert.equal(await box.ok('dffs-ctl exec \'echo $PPID\''), runner);
   });
 
   it('upgrades when run again, keeping the config', async () => {

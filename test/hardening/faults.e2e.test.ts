@@ -93,7 +93,8 @@ describe('faults on a real systemd', () => {
   it('a fork bomb is capped by the unit and stopped by the timeout with its whole process group; the service carries on', {timeout: 60_000}, async () => {
     // TasksMax needs the cgroup pids controller, which this sandbox has read-only (a cgroup v1
     // host): systemd cannot enforce it here. LimitNPROC, a plain rlimit, caps the bomb anyway.
-    assert.equal(await box.ok('systemctl show -p TasksMax -p LimitNPROC --value dataflux-func-sidecar'), '4096\n4096');
+    // The command runner's unit: one instance, for the daemon's connection.
+    assert.equal(await box.ok("systemctl show -p TasksMax -p LimitNPROC --value $(systemctl list-units --plain --no-legend 'dataflux-func-sidecar-commands@*' | awk '{print $1}')"), '4096\n4096');
     tally.faultsInjected++;
     // 15 s: on a busy machine the bomb took more than 3 s, once more than 8 s, to reach the cap.
     const bomb = await box.sh('dffs-ctl exec --timeout 15 "bomb() { bomb | bomb & }; bomb; sleep 30"');
