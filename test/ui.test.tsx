@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import {EventEmitter} from 'node:events';
-import {describe, it} from 'node:test';
+import {afterEach, describe, it} from 'node:test';
 import {render as renderInk} from 'ink';
-import {render} from 'ink-testing-library';
+import {render as renderForTest} from 'ink-testing-library';
 import type {Snapshot} from '../src/control.js';
 import {emptyCounters, type SidecarEvent, type SidecarEventBody} from '../src/daemon/events.js';
 import {Dashboard, type DashboardFeed, type FeedMessage} from '../src/ui/Dashboard.js';
@@ -54,6 +54,22 @@ function manualFeed(first: FeedMessage) {
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 50));
 
+/** Every dashboard drawn is unmounted after its test, passed or failed: one left running keeps the process alive. */
+const drawn: (() => void)[] = [];
+afterEach(() => {
+  for (const unmount of drawn.splice(0)) unmount();
+});
+function render(element: Parameters<typeof renderForTest>[0]) {
+  const instance = renderForTest(element);
+  let mounted = true;
+  const unmount = () => {
+    if (mounted) instance.unmount();
+    mounted = false;
+  };
+  drawn.push(unmount);
+  return {...instance, unmount};
+}
+
 const accepted = (jobId: string, command: string, extra: Partial<SidecarEventBody> = {}) =>
   event({type: 'request-accepted', jobId, remote: '172.17.0.2', key: 'default', command, wait: true, envKeys: ['MY_NAME'], timeoutSeconds: 3600, ...extra} as SidecarEventBody);
 
@@ -99,7 +115,7 @@ describe('the dashboard', () => {
 
   it('opens the details of the selected request, env values hidden, and goes back with Esc', async () => {
     const history = [
-      accepted('job-a', 'echo first', {callback: 'http://172.17.0.1:8088'}),
+      accepted('job-a', 'echo first', {callback: 'http://172.17.0.1:8088', key: 'ops'}),
       event({type: 'command-started', jobId: 'job-a', pid: 100}),
       event({type: 'command-finished', jobId: 'job-a', exitCode: 0, signal: null, timedOut: false, durationMs: 12, stdoutBytes: 6, stderrBytes: 0, truncated: false}),
       event({type: 'callback-failed', jobId: 'job-a', attempt: 1, error: 'HTTP 503', retryInMs: 1000}),
@@ -113,11 +129,14 @@ describe('the dashboard', () => {
     stdin.write('j');
     await tick();
     assert.match(lastFrame() ?? '', /> .*echo first .*exit 0 .*ok 200/);
+    // A named key is shown beside the source; the default one, SECRET_KEY, is not.
+    assert.match(lastFrame() ?? '', /172\.17\.0\.2 o/);
     stdin.write('\r');
     await tick();
     const detail = lastFrame() ?? '';
     assert.match(detail, /Request details/);
     assert.match(detail, /command +echo first/);
+    assert.match(detail, /key +ops/);
     assert.match(detail, /env keys +MY_NAME \(values hidden\)/);
     assert.match(detail, /exit code +0/);
     assert.match(detail, /attempt 1 +\d\d:\d\d:\d\d failed: HTTP 503/);
