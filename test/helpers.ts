@@ -174,8 +174,9 @@ export async function startServeProcess(config: StoredConfig, port: number, shel
     daemon.kill('SIGKILL');
     await daemon;
   });
-  const url = `http://127.0.0.1:${port}`;
-  await eventually(async () => ((await fetch(`${url}/`).catch(() => undefined))?.ok ? true : undefined), 10_000, 'serve to answer');
+  const tls = String(config.BIND ?? '').startsWith('https://');
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  await eventually(() => (events.some((event) => event.event === 'listening') ? true : undefined), 10_000, 'serve to listen');
   return {daemon, url, events, pid: Number(events.find((event) => event.event === 'started')?.pid)};
 }
 

@@ -11,7 +11,7 @@ import {execa} from 'execa';
 import {parseAllowFrom, sourceMatcher} from '../src/bind.js';
 import {resolveSettings} from '../src/config.js';
 import {signRequest} from '../src/signature.js';
-import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+import {eventually, signedPost, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const CLIENT = fileURLToPath(new URL('clients/func_client.py', import.meta.url));
 const RUN_JS = fileURLToPath(new URL('../bin/run.js', import.meta.url));
@@ -81,24 +81,26 @@ describe('HTTPS listeners', () => {
     assert.match(refused.stderr.replace(/\s*\n ›\s+/g, ' '), /\(UNABLE_TO_VERIFY_LEAF_SIGNATURE\): the certificate is not trusted; give its CA with --ca/);
   });
 
-  it('takes a renewed certificate on reload (SIGHUP): new connections get it, a command running meanwhile is answered', async () => {
+  it('takes a renewed certificate on SIGHUP: new connections get it, a command running meanwhile is answered', async () => {
     copyFileSync(first.cert, live.cert);
     copyFileSync(first.key, live.key);
-    const {daemon, url, events} = await startTestDaemon({BIND: 'https://127.0.0.1:0', TLS_CERT: live.cert, TLS_KEY: live.key});
-    const port = Number(new URL(url).port);
+    const port = 19_500 + (process.pid % 200);
+    const {daemon, url, events} = await startServeProcess({BIND: `https://127.0.0.1:${port}`, TLS_CERT: live.cert, TLS_KEY: live.key}, port);
     assert.equal(await servedFingerprint(port, pki.ca), first.fingerprint);
     const running = httpsPost(url, JSON.stringify({command: 'sleep 1; echo finished'}), pki.ca);
-    await eventually(() => events.find((event) => event.type === 'command-started'), 5000, 'the command to start');
+    await eventually(() => events.find((event) => event.event === 'command-started'), 5000, 'the command to start');
     copyFileSync(second.cert, live.cert);
     copyFileSync(second.key, live.key);
-    daemon.reload();
+    daemon.kill('SIGHUP');
+    await eventually(() => events.find((event) => event.event === 'config-reloaded'), 5000, 'the reload');
     assert.equal(await servedFingerprint(port, pki.ca), second.fingerprint);
     const reply = await running;
     assert.deepEqual([reply.status, reply.json.data.stdout], [200, 'finished\n']);
     // A key that does not match the certificate: the reload is refused, the running pair stays.
     copyFileSync(first.key, live.key);
-    daemon.reload();
-    assert.match(String((events.at(-1) as {error?: string}).error), /TLS_CERT .* and TLS_KEY .* cannot be used: .*keeping the running configuration/);
+    daemon.kill('SIGHUP');
+    const refused = await eventually(() => events.find((event) => event.event === 'reload-failed'), 5000, 'the reload to be refused');
+    assert.match(String(refused.error), /TLS_CERT .* and TLS_KEY .* cannot be used: .*keeping the running configuration/);
     assert.equal(await servedFingerprint(port, pki.ca), second.fingerprint);
   });
 
