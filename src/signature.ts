@@ -127,19 +127,6 @@ function displayName(header: string): string {
   return header.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
 }
 
-/** Constant-time check of a signature (already format-checked and decoded) against each accepted key. */
-export function signatureMatches(
-  keys: readonly string[],
-  signature: Buffer,
-  method: string,
-  path: string,
-  nonce: string,
-  timestamp: string,
-  body: Uint8Array,
-): boolean {
-  return matchingKey(keys.map((secret) => ({secret})), signature, method, path, nonce, timestamp, body) !== undefined;
-}
-
 /** The key that made the signature, if one did. */
 export function matchingKey<Key extends {secret: string}>(
   keys: readonly Key[],

@@ -4,7 +4,9 @@ import {createHmac} from 'node:crypto';
 import {execFileSync} from 'node:child_process';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
-import {checkAuthHeaders, sign, signatureMatches, signRequest} from '../src/signature.js';
+import {checkAuthHeaders, matchingKey, sign, signRequest} from '../src/signature.js';
+
+const signatureMatches = (secrets: string[], ...rest: Parameters<typeof matchingKey> extends [unknown, ...infer R] ? R : never) => matchingKey(secrets.map((secret) => ({secret})), ...rest) !== undefined;
 
 interface Vector {
   secret: string;
@@ -43,11 +45,11 @@ describe('HMAC-SHA1 signatures as DataFlux Func computes them', () => {
     const script = `
       import {createRequire} from 'node:module';
       delete createRequire(import.meta.url)('node:crypto').hash;
-      const {checkAuthHeaders, sign, signatureMatches} = await import(${JSON.stringify(new URL('../src/signature.ts', import.meta.url).href)});
+      const {checkAuthHeaders, sign, matchingKey} = await import(${JSON.stringify(new URL('../src/signature.ts', import.meta.url).href)});
       const vectors = JSON.parse(process.argv[1]);
       console.log(JSON.stringify(vectors.map((v) => {
         const check = checkAuthHeaders({'x-auth-nonce': v.nonce, 'x-auth-timestamp': v.timestamp, 'x-auth-signature': v.signature.toLowerCase()});
-        return [sign(v.secret, v.method, v.path, v.nonce, v.timestamp, v.body), signatureMatches([v.secret], check.signature, 'POST', '/shell', v.nonce, v.timestamp, Buffer.from(v.body))];
+        return [sign(v.secret, v.method, v.path, v.nonce, v.timestamp, v.body), matchingKey([{secret: v.secret}], check.signature, 'POST', '/shell', v.nonce, v.timestamp, Buffer.from(v.body)) !== undefined];
       })));`;
     const output = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, JSON.stringify(vectors)], {encoding: 'utf8'});
     assert.deepEqual(JSON.parse(output), vectors.map((vector) => [vector.signature, true]));
