@@ -127,7 +127,7 @@ function displayName(header: string): string {
   return header.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
 }
 
-/** The key that made the signature, if one did. */
+/** The key that made the signature, if one did: a constant-time check of a signature (already format-checked and decoded) against every key. */
 export function matchingKey<Key extends {secret: string}>(
   keys: readonly Key[],
   signature: Buffer,
