@@ -33,13 +33,17 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -488,6 +492,33 @@ static void init_spawn_attributes(void) {
 }
 
 /*
+ * systemd's watchdog (WatchdogSec= in the command runner's unit): a helper that stops pinging
+ * (a command sent it SIGSTOP, say) is ended by systemd, which a daemon of another user cannot do.
+ */
+static int notify_fd = -1;
+static struct sockaddr_un notify_address;
+static socklen_t notify_length;
+static long long watchdog_every_ms, next_ping_ms;
+
+static void init_watchdog(void) {
+  const char *path = getenv("NOTIFY_SOCKET"), *usec = getenv("WATCHDOG_USEC");
+  if (!path || !usec || strlen(path) >= sizeof notify_address.sun_path || (*path != '/' && *path != '@')) return;
+  watchdog_every_ms = strtoll(usec, NULL, 10) / 2000;
+  if (watchdog_every_ms <= 0) return;
+  notify_address.sun_family = AF_UNIX;
+  memcpy(notify_address.sun_path, path, strlen(path));
+  if (*path == '@') notify_address.sun_path[0] = '\0';
+  notify_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+  notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+static void ping_watchdog(void) {
+  if (notify_fd < 0 || now_ms() < next_ping_ms) return;
+  sendto(notify_fd, "WATCHDOG=1", 10, MSG_NOSIGNAL, (struct sockaddr *)&notify_address, notify_length);
+  next_ping_ms = now_ms() + watchdog_every_ms;
+}
+
+/*
  * The helper's own cgroup in the cgroup v2 tree (/proc/self/cgroup, and the cgroup2 mount: at
  * /sys/fs/cgroup/unified on a hybrid host), if it may make cgroups there and end them; else NULL.
  */
@@ -530,6 +561,12 @@ int main(int argc, char **argv) {
   signal(SIGCHLD, SIG_DFL);
   signal(SIGPIPE, SIG_DFL);
   init_spawn_attributes();
+  /*
+   * Not dumpable: commands run as the helper's user, and must not trace it or read its memory
+   * (other commands' output and frames). posix_spawn's exec makes each command dumpable again.
+   */
+  prctl(PR_SET_DUMPABLE, 0);
+  init_watchdog();
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("/dev/null");
   int probe = no_pidfd ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
@@ -561,7 +598,10 @@ int main(int argc, char **argv) {
       fds[4 + 3 * i] = (struct pollfd){jobs[i].pidfd, POLLIN, 0};
     }
     size_t polled_jobs = job_count;
+    ping_watchdog();
     long long wait_ms = output_used ? flush_deadline_ms - now_ms() : -1;
+    /* Idle, it wakes for the next ping; with output waiting it wakes sooner anyway. */
+    if (notify_fd >= 0 && !output_used) wait_ms = next_ping_ms > now_ms() ? next_ping_ms - now_ms() : 0;
     if (leftover_count > 0) {
       long long sweep_in = next_sweep_ms - now_ms();
       if (sweep_in <= 0) sweep_leftover_cgroups();

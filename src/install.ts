@@ -23,6 +23,7 @@ import {
   LIB_DIR,
   ORIGINAL_BACKUP_DIR,
   RELEASES_DIR,
+  RUNNER_NAME,
   RUNNER_SERVICE_PATH,
   RUNNER_SOCKET_PATH,
   RUNNER_SOCKET_UNIT,
@@ -537,12 +538,19 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
   return result;
 }
 
+/** Stops the command runner: its socket, and every runner with what it still runs (stopped ones too). */
+async function stopRunner(): Promise<void> {
+  await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
+  await systemctl('kill', '--signal=SIGKILL', `${RUNNER_NAME}@*.service`).catch(() => undefined);
+  await systemctl('stop', `${RUNNER_NAME}@*.service`).catch(() => undefined);
+}
+
 /**
  * Puts back files and units as they were, the command runner's socket included: stopped and
  * disabled first (systemctl cannot once its file is gone), and started again if it was there.
  */
 async function restoreUnits(replaced: PathSnapshot[]): Promise<void> {
-  await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
+  await stopRunner();
   for (const snapshot of replaced) restoreSnapshot(snapshot);
   await systemctl('daemon-reload');
   if (existsSync(RUNNER_SOCKET_PATH)) await systemctl('enable', '--now', '--quiet', RUNNER_SOCKET_UNIT);
@@ -598,7 +606,7 @@ export async function uninstall(options: {purge: boolean; restoreOriginal: boole
     await systemctl('disable', '--now', '--quiet', SERVICE_NAME);
     removed.push(`service ${SERVICE_NAME}`);
   }
-  if (existsSync(RUNNER_SOCKET_PATH)) await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
+  await stopRunner();
   const paths = [UNIT_PATH, RUNNER_SOCKET_PATH, RUNNER_SERVICE_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
   if (options.purge) {
     const etc = dirname(SYSTEM_CONFIG_PATH);

@@ -80,6 +80,18 @@ describe('dffs-ctl on a real systemd', () => {
     await box.ok('dffs-ctl keys remove narrow >/dev/null');
   });
 
+  it('ends a command runner that a command stopped (it runs as dffs too), and serves on with a new one', {timeout: 90_000}, async () => {
+    const stopped = await box.sh("dffs-ctl exec --timeout 1 'kill -STOP $PPID; sleep 30'");
+    assert.notEqual(stopped.exitCode, 0);
+    await box.ok('for i in $(seq 1 300); do ps -o stat= -C dffs-spawn | grep -q T || exit 0; sleep 0.1; done; ps -o pid,stat,comm -C dffs-spawn; exit 1');
+    assert.equal((await box.sh('pgrep -f "sleep 30"')).exitCode, 1, 'its command went with it');
+    assert.equal(await box.ok('dffs-ctl exec "echo back"'), 'back');
+    // And it may not be traced or read: it holds other commands' output.
+    const traced = await box.sh('dffs-ctl exec "cat /proc/$PPID/environ /proc/$PPID/mem"');
+    assert.notEqual(traced.exitCode, 0);
+    assert.match(traced.stderr, /Permission denied/);
+  });
+
   it('answers the greeting', async () => {
     assert.match(await box.ok('curl -s http://127.0.0.1:8099/'), /^Welcome to DataFlux Func Sidecar\n\* Version: /);
   });

@@ -23,6 +23,9 @@ export function findSpawnHelper(path = SPAWN_HELPER_PATH): string | undefined {
   }
 }
 
+/** The longest frame the helper sends (native/dffs-spawn.c relays output 64 KiB at a time). */
+const MAX_FRAME = 1024 * 1024;
+
 export interface SpawnHelperOptions {
   /** Called when the helper has gone, after each of its commands was told. */
   onExit(reason: string): void;
@@ -151,6 +154,11 @@ export class SpawnHelper implements Spawner {
     let data = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
     while (data.length >= 4) {
       const length = data.readUInt32LE(0);
+      // The helper's frames carry at most a read of output: a longer one is not the helper speaking.
+      if (length < 5 || length > MAX_FRAME) {
+        this.terminate(`the helper sent a frame of ${length} bytes`);
+        return;
+      }
       if (data.length < 4 + length) break;
       try {
         this.#dispatch(String.fromCharCode(data[4]), data.readUInt32LE(5), data.subarray(9, 4 + length));

@@ -132,6 +132,7 @@ SocketMode=0600
 # A runner for each connection: the daemon has one, a new one after a restart.
 Accept=yes
 MaxConnections=16
+RemoveOnStop=yes
 
 [Install]
 WantedBy=sockets.target
@@ -146,6 +147,11 @@ CollectMode=inactive-or-failed
 User=${SERVICE_USER}
 Group=${SERVICE_USER}
 ExecStart=${CURRENT_LINK}/dist/dffs-spawn --own-cgroup
+# A runner that stops pinging (a command stopped it: it runs as the commands' user) is ended, and
+# its commands with it; the daemon, another user, cannot.
+WatchdogSec=10
+WatchdogSignal=SIGKILL
+NotifyAccess=main
 StandardInput=socket
 StandardOutput=socket
 StandardError=journal
