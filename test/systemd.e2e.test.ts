@@ -87,7 +87,7 @@ describe('dffs-ctl on a real systemd', () => {
     assert.equal((await box.sh('pgrep -f "sleep 30"')).exitCode, 1, 'its command went with it');
     assert.equal(await box.ok('dffs-ctl exec "echo back"'), 'back');
     // And it may not be traced or read: it holds other commands' output.
-    const traced = await box.sh('dffs-ctl exec "cat /proc/$PPID/environ /proc/$PPID/mem"');
+    const traced = await box.sh("dffs-ctl exec 'cat /proc/$PPID/environ /proc/$PPID/mem'");
     assert.notEqual(traced.exitCode, 0);
     assert.match(traced.stderr, /Permission denied/);
   });
