@@ -113,7 +113,7 @@ function namedKeysText(settings: Settings): string {
   return JSON.stringify(
     settings.keys
       .filter((key) => key.name !== DEFAULT_KEY_NAME)
-      .map(({name, secret, policy}) => [name, secret, policy?.allow?.map((pattern) => pattern.source), policy?.workdir, policy?.env && [...policy.env], policy?.maxTimeout]),
+      .map(({name, secret, policy}) => [name, secret, policy && {...policy, allow: policy.allow?.map((pattern) => pattern.source), env: policy.env && [...policy.env]}]),
   );
 }
 
