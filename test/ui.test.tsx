@@ -52,13 +52,23 @@ function manualFeed(first: FeedMessage) {
   return {feed, send: (message: FeedMessage) => listener?.(message)};
 }
 
-const tick = () => new Promise((resolve) => setTimeout(resolve, 50));
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Every dashboard drawn is unmounted after its test, passed or failed: one left running keeps the process alive. */
-const drawn: (() => void)[] = [];
+const drawn: {unmount(): void; lastFrame(): string | undefined}[] = [];
 afterEach(() => {
-  for (const unmount of drawn.splice(0)) unmount();
+  for (const instance of drawn.splice(0)) instance.unmount();
 });
+
+/**
+ * Lets the dashboards draw what they were sent: 50 ms, and on a busy machine as long as one still
+ * waits for its first snapshot (every test sends one), up to 5 s.
+ */
+async function tick(): Promise<void> {
+  await pause(50);
+  for (let waited = 0; waited < 5000 && drawn.some((instance) => instance.lastFrame()?.includes('[connecting…]')); waited += 20) await pause(20);
+}
+
 function render(element: Parameters<typeof renderForTest>[0]) {
   const instance = renderForTest(element);
   let mounted = true;
@@ -66,7 +76,7 @@ function render(element: Parameters<typeof renderForTest>[0]) {
     if (mounted) instance.unmount();
     mounted = false;
   };
-  drawn.push(unmount);
+  drawn.push({unmount, lastFrame: instance.lastFrame});
   return {...instance, unmount};
 }
 
