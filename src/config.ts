@@ -52,6 +52,8 @@ export interface StoredConfig {
   ALLOW_FROM?: string;
   /** Named keys beside SECRET_KEY, each with what it may run. */
   KEYS?: Record<string, NamedKey>;
+  /** Where Prometheus metrics are served (one host:port, plain HTTP, no signature); unset: nowhere. */
+  METRICS_BIND?: string;
   TIMESTAMP_TOLERANCE?: number;
   COMMAND_TIMEOUT?: number;
   KILL_GRACE?: number;
@@ -65,9 +67,12 @@ export interface StoredConfig {
   DRAIN_TIMEOUT?: number;
   CALLBACK_RETRIES?: number;
   CALLBACK_TIMEOUT?: number;
+  JOB_HISTORY?: number;
+  JOB_HISTORY_SECONDS?: number;
+  JOB_OUTPUT_KEPT?: number;
 }
 
-const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT', 'TLS_CERT', 'TLS_KEY', 'ALLOW_FROM'] as const;
+const TEXT_KEYS = ['BIND', 'SECRET_KEY', 'SECRET_CREATED_AT', 'OLD_SECRET_KEY', 'OLD_SECRET_EXPIRES_AT', 'TLS_CERT', 'TLS_KEY', 'ALLOW_FROM', 'METRICS_BIND'] as const;
 type NumericKey = Exclude<keyof StoredConfig, (typeof TEXT_KEYS)[number] | 'KEYS'>;
 
 /** Bounds and defaults of the numeric keys; times in seconds, sizes in bytes. */
@@ -91,6 +96,11 @@ export const NUMERIC_SETTINGS: Record<NumericKey, {default: number; min: number;
   DRAIN_TIMEOUT: {default: 30, min: 0, max: 86_400, unit: 'seconds'},
   CALLBACK_RETRIES: {default: 5, min: 0, max: 20, unit: 'retries'},
   CALLBACK_TIMEOUT: {default: 10, min: 1, max: 600, unit: 'seconds'},
+  /** Finished jobs whose records (GET /jobs/{id}) are kept, and for how long. */
+  JOB_HISTORY: {default: 1000, min: 1, max: 100_000, unit: 'jobs'},
+  JOB_HISTORY_SECONDS: {default: 3600, min: 1, max: 7 * 86_400, unit: 'seconds'},
+  /** Output (the head and tail of each stream) that finished jobs' records keep together; past it, the oldest let go of theirs. */
+  JOB_OUTPUT_KEPT: {default: 32 * 1024 * 1024, min: 0, max: 1024 * 1024 * 1024, unit: 'bytes'},
 };
 
 /** The settings the daemon runs with, after defaults and overrides. */
@@ -107,6 +117,8 @@ export interface Settings extends Record<NumericKey, number> {
   allowFrom: SourceNetwork[] | undefined;
   /** Every key a request may be signed with, SECRET_KEY (named "default") first. */
   keys: AcceptedKey[];
+  /** Where /metrics is served; undefined: nowhere. */
+  metricsBind: BindAddress | undefined;
 }
 
 /** A key requests are signed with, and what it may run (no policy: anything). */
@@ -277,6 +289,16 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
         if (error instanceof AllowFromError) fail(key, `is invalid: ${error.message}`);
         throw error;
       }
+    } else if (key === 'METRICS_BIND') {
+      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.1:9464"');
+      let addresses: BindAddress[] = [];
+      try {
+        addresses = parseBindList(value as string);
+      } catch (error) {
+        if (error instanceof BindError) fail(key, `is invalid: ${error.message}`);
+        throw error;
+      }
+      if (addresses.length !== 1 || addresses[0].tls) fail(key, 'must be one plain host:port, such as "127.0.0.1:9464" (Prometheus scrapes it over HTTP; keep it on loopback or a private network)');
     } else if (key === 'SECRET_CREATED_AT' || key === 'OLD_SECRET_EXPIRES_AT') {
       if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');
     } else if (key === 'KEYS') {
@@ -367,6 +389,7 @@ export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides
         : undefined,
     tls: checked.TLS_CERT && checked.TLS_KEY ? {certPath: checked.TLS_CERT, keyPath: checked.TLS_KEY} : undefined,
     allowFrom: checked.ALLOW_FROM === undefined ? undefined : parseAllowFrom(checked.ALLOW_FROM),
+    metricsBind: checked.METRICS_BIND === undefined ? undefined : parseBindList(checked.METRICS_BIND)[0],
     keys: [
       ...(checked.SECRET_KEY === undefined ? [] : [{name: DEFAULT_KEY_NAME, secret: checked.SECRET_KEY}]),
       ...(checked.OLD_SECRET_KEY && checked.OLD_SECRET_EXPIRES_AT ? [{name: DEFAULT_KEY_NAME, secret: checked.OLD_SECRET_KEY, expiresAt: Date.parse(checked.OLD_SECRET_EXPIRES_AT)}] : []),

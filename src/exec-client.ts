@@ -36,26 +36,19 @@ export async function sendShell(baseUrl: string, secretKey: string, request: Exe
   const body = execBody(request);
   let reply: {status: number; text: string};
   try {
-    reply = await post(`${baseUrl}/shell`, {'Content-Type': 'application/json', ...signRequest(secretKey, 'POST', '/shell', body)}, body, ca);
+    reply = await send(`${baseUrl}/shell`, 'POST', {'Content-Type': 'application/json', ...signRequest(secretKey, 'POST', '/shell', body)}, body, ca);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    const hint = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(code)
-      ? ': the certificate is not trusted; give its CA with --ca (or DFFS_CA)'
-      : ': is it running? Try: sudo systemctl status dataflux-func-sidecar';
-    throw new ExecError(`cannot reach the sidecar at ${baseUrl} (${code})${hint}`, 69);
+    throw unreachable(baseUrl, error);
   }
-  try {
-    return {status: reply.status, body: JSON.parse(reply.text) as ExecReply['body']};
-  } catch {
-    throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${reply.text.slice(0, 200)}`, 69);
-  }
+  return parseReply(baseUrl, reply);
 }
 
-function post(url: string, headers: Record<string, string>, body: string, ca: Buffer | undefined): Promise<{status: number; text: string}> {
+/** A request to the sidecar, its reply read whole. */
+export function send(url: string, method: string, headers: Record<string, string>, body: string, ca: Buffer | undefined): Promise<{status: number; text: string}> {
   const secure = url.startsWith('https:');
-  const send = secure ? https().request : http.request;
+  const request = secure ? https().request : http.request;
   return new Promise((resolve, reject) => {
-    const req = send(url, {method: 'POST', headers: {...headers, 'Content-Length': Buffer.byteLength(body)}, ...(secure && ca ? {ca} : {})}, (res) => {
+    const req = request(url, {method, headers: {...headers, ...(body ? {'Content-Length': String(Buffer.byteLength(body))} : {})}, ...(secure && ca ? {ca} : {})}, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8')}));
@@ -64,6 +57,24 @@ function post(url: string, headers: Record<string, string>, body: string, ca: Bu
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** The error for a sidecar that cannot be reached, with what to check. */
+export function unreachable(baseUrl: string, error: unknown): ExecError {
+  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  const hint = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/.test(code)
+    ? ': the certificate is not trusted; give its CA with --ca (or DFFS_CA)'
+    : ': is it running? Try: sudo systemctl status dataflux-func-sidecar';
+  return new ExecError(`cannot reach the sidecar at ${baseUrl} (${code})${hint}`, 69);
+}
+
+/** A reply as the sidecar's JSON, or an error saying what came instead. */
+export function parseReply(baseUrl: string, reply: {status: number; text: string}): ExecReply {
+  try {
+    return {status: reply.status, body: JSON.parse(reply.text) as ExecReply['body']};
+  } catch {
+    throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${reply.text.slice(0, 200)}`, 69);
+  }
 }
 
 /** The process exit code that stands for a command's result, as a shell would report it. */

@@ -8,7 +8,10 @@ import {applyKeyPolicy, NotAllowed} from './key-policy.js';
 import {greeting, VERSION} from '../version.js';
 import {deliverCallback} from './callback.js';
 import {isoTime} from './iso-time.js';
-import {isShortString, JsonBody} from './json-body.js';
+import {JsonBody} from './json-body.js';
+import {JobStore, type JobRecord, type JobStoreLimits} from './jobs.js';
+import {jobRoute, keySees, listJobs, RouteMismatch, streamOutput, type JobRoute} from './job-routes.js';
+import {replyWithResult, sendJson} from './reply.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus, type TlsMaterial} from './listeners.js';
 import {ReplayCache} from './replay-cache.js';
@@ -52,6 +55,7 @@ const RUNNER_RETRY_MS = 1_000;
 
 interface Job {
   id: string;
+  record: JobRecord;
   request: ShellRequest;
   /** The name of the key that signed it. */
   key: string;
@@ -120,46 +124,18 @@ function namedKeysText(settings: Settings): string {
 function notRun(error: string): CommandResult {
   return {stdout: '', stderr: '', exitCode: null, signal: null, timedOut: false, truncated: false, durationMs: 0, stdoutBytes: 0, stderrBytes: 0, error};
 }
+
+/** A queued job's result when it is cancelled before it started. */
+function cancelledInQueue(): CommandResult {
+  return {stdout: '', stderr: 'sidecar: cancelled before it started\n', exitCode: null, signal: null, timedOut: false, truncated: false, durationMs: 0, stdoutBytes: 0, stderrBytes: 0, ended: 'cancelled'};
+}
+
+function jobLimits(settings: Settings): JobStoreLimits {
+  return {count: settings.JOB_HISTORY, seconds: settings.JOB_HISTORY_SECONDS, outputBytes: settings.JOB_OUTPUT_KEPT};
+}
+
+export type CancelOutcome = 'cancelling' | 'finished' | 'not-found';
 const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string> = {}): void {
-  if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-    ...extraHeaders,
-  });
-  res.end(text);
-}
-
-/** A 200 reply with a long command output, escaped and written in pieces. */
-function sendJsonBody(res: ServerResponse, body: JsonBody): void {
-  if (res.headersSent || res.destroyed) return;
-  res.writeHead(200, {'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.byteLength});
-  // The headers are out: a reply that cannot be finished can only be cut short.
-  body.writeTo(res).then(
-    () => res.end(),
-    (error: unknown) => res.destroy(error as Error),
-  );
-}
-
-/** The answer to a request that waited for its command. */
-function replyWithResult(res: ServerResponse, jobId: string, result: CommandResult): void {
-  if (result.error) {
-    sendJson(res, 500, {ok: false, message: result.error, data: {jobId}});
-    return;
-  }
-  const {stdout, stderr, exitCode, signal, timedOut, truncated, durationMs, ended} = result;
-  const outcome = {exitCode, signal, timedOut, truncated, durationMs, ...(ended ? {ended} : {}), jobId};
-  // Most output is short: one JSON.stringify, as for any other reply, in the same write as the headers.
-  if (isShortString(stdout) && isShortString(stderr)) {
-    sendJson(res, 200, {ok: true, message: '', data: {stdout, stderr, ...outcome}});
-    return;
-  }
-  const rest = JSON.stringify(outcome).slice(1);
-  sendJsonBody(res, new JsonBody(['{"ok":true,"message":"","data":{"stdout":', {string: stdout}, ',"stderr":', {string: stderr}, `,${rest}}`]));
-}
 
 async function checkWorkdir(workdir: string): Promise<void> {
   // fs.promises loads on the first request with a workdir, not at start.
@@ -189,6 +165,7 @@ export class Daemon {
   readonly #replayJournal: ReplayJournal | undefined;
   readonly #bodyBudget: BodyBudget;
   readonly #running = new Map<string, RunningJob>();
+  readonly jobs: JobStore;
   readonly #queue: Job[] = [];
   readonly #callbacks = new Set<Promise<unknown>>();
   readonly #callbackAbort = new AbortController();
@@ -214,6 +191,7 @@ export class Daemon {
     this.#allowsSource = settings.allowFrom && sourceMatcher(settings.allowFrom);
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
+    this.jobs = new JobStore(jobLimits(settings));
     this.#commandRunner = options.commandRunner ?? (process.env.DFFS_COMMAND_RUNNER || undefined);
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
@@ -328,6 +306,7 @@ export class Daemon {
     for (const listener of this.#listeners.values()) if (tlsMaterial) listener.updateTls(tlsMaterial);
     this.#bodyBudget.total = next.BODY_BUDGET;
     this.#outputBudget.total = next.OUTPUT_BUDGET;
+    this.jobs.limits = jobLimits(next);
     if (!this.#stopping) this.#applyBinds();
     const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM', keys: 'KEYS'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
@@ -437,13 +416,18 @@ export class Daemon {
     answerAndLinger(req, res, refusal.status, text, headers);
   }
 
-  /** Why a request other than the greeting (GET or HEAD /) and POST /shell is refused; undefined for POST /shell. */
+  /** Why a request other than the greeting (GET or HEAD /) is refused by its method and path; undefined for POST /shell and the job routes. */
   #routeRefusal(req: IncomingMessage): {refusal: Refusal; headers?: Record<string, string>} | undefined {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/') {
       return {refusal: new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /: use GET`), headers: {Allow: 'GET, HEAD'}};
     }
-    if (path !== SHELL_PATH) return {refusal: new Refusal(404, 'not-found', `no such path ${path.slice(0, 200)}: commands go to POST /shell`)};
+    const route = jobRoute(req.method ?? '', path);
+    if (route instanceof RouteMismatch) {
+      return {refusal: new Refusal(route.status, route.status === 404 ? 'not-found' : 'method-not-allowed', route.message), ...(route.allow ? {headers: {Allow: route.allow}} : {})};
+    }
+    if (route) return undefined;
+    if (path !== SHELL_PATH) return {refusal: new Refusal(404, 'not-found', `no such path ${path.slice(0, 200)}: commands go to POST /shell, jobs are under /jobs`)};
     if (req.method !== 'POST') return {refusal: new Refusal(405, 'method-not-allowed', `${req.method} is not allowed on /shell: use POST`), headers: {Allow: 'POST'}};
     return undefined;
   }
@@ -488,7 +472,9 @@ export class Daemon {
       return;
     }
     try {
-      this.#shell(req, res);
+      const [path, query] = (req.url ?? '/').split('?', 2);
+      if (path === SHELL_PATH) this.#shell(req, res);
+      else this.#job(req, res, jobRoute(req.method ?? '', path) as JobRoute, path, new URLSearchParams(query));
     } catch (error) {
       this.#answerError(req, res, error);
     }
@@ -555,6 +541,22 @@ export class Daemon {
    */
   #shell(req: IncomingMessage, res: ServerResponse): void {
     const settings = this.#settings;
+    this.#readSigned(req, res, 'POST', SHELL_PATH, (key, body) => {
+      const request = this.#parse(settings, key, body);
+      // Through the command runner, the daemon is not the user who must enter the workdir: the
+      // runner says so if it cannot.
+      if (request.workdir === undefined || this.#commandRunner) this.#accept(req, res, request, key.name);
+      else {
+        checkWorkdir(request.workdir)
+          .then(() => this.#accept(req, res, request, key.name))
+          .catch((error: unknown) => this.#answerError(req, res, error));
+      }
+    });
+  }
+
+  /** The body of a signed request, once its signature, timestamp and nonce are checked; a Refusal, thrown in `onVerified` or here, is answered. */
+  #readSigned(req: IncomingMessage, res: ServerResponse, method: string, path: string, onVerified: (key: AcceptedKey, body: Buffer) => void): void {
+    const settings = this.#settings;
     const auth = this.#checkBeforeBody(req);
     readBody(req, settings.BODY_LIMIT, this.#bodyBudget, (body) => {
       try {
@@ -566,24 +568,56 @@ export class Daemon {
             `too many request bodies are being received at once (BODY_BUDGET ${this.#bodyBudget.total} bytes); try again later`,
           );
         }
-        const {request, key} = this.#verify(settings, auth, body);
-        // Through the command runner, the daemon is not the user who must enter the workdir: the
-        // runner says so if it cannot.
-        if (request.workdir === undefined || this.#commandRunner) this.#accept(req, res, request, key);
-        else {
-          checkWorkdir(request.workdir)
-            .then(() => this.#accept(req, res, request, key))
-            .catch((error: unknown) => this.#answerError(req, res, error));
-        }
+        onVerified(this.#authenticate(settings, auth, method, path, body), body);
       } catch (error) {
         this.#answerError(req, res, error);
       }
     });
   }
 
-  /** The signature, the timestamp and the nonce, then the body: the request to run, or a Refusal. */
-  #verify(settings: Settings, auth: Extract<AuthHeaderCheck, {ok: true}>, body: Buffer): {request: ShellRequest; key: string} {
-    const key = matchingKey(acceptedKeys(settings), auth.signature, 'POST', SHELL_PATH, auth.nonce, auth.timestamp, body);
+  /** A signed request under /jobs: the body must be empty; a job the key may not see is not found. */
+  #job(req: IncomingMessage, res: ServerResponse, route: JobRoute, path: string, query: URLSearchParams): void {
+    this.#readSigned(req, res, req.method ?? 'GET', path, (key, body) => {
+      if (body.length > 0) throw new Refusal(400, 'bad-request', `${req.method} ${path} takes no body: sign it with an empty one`, key.name);
+      if (route.kind === 'list') {
+        listJobs(res, this.jobs, key, query);
+        return;
+      }
+      const record = this.jobs.get(route.id);
+      if (!record || !keySees(key, record)) throw new Refusal(404, 'job-not-found', `no job ${route.id}: it is unknown, another key's, or older than the records kept (JOB_HISTORY)`, key.name);
+      if (route.kind === 'show') sendJson(res, 200, {ok: true, message: '', data: record.view()});
+      else if (route.kind === 'output') streamOutput(req, res, record, query.get('follow') === '1' || query.get('follow') === 'true');
+      else if (this.cancelJob(route.id, key.name) === 'finished') {
+        throw new Refusal(409, 'job-finished', `job ${route.id} has already ended (${record.state}): there is nothing to cancel`, key.name);
+      } else sendJson(res, 202, {ok: true, message: `job ${route.id} is being cancelled`, data: record.view()});
+    });
+  }
+
+  /**
+   * Cancels a job: one still queued ends at once; a running one as a timeout would (SIGTERM to its
+   * whole tree, SIGKILL after KILL_GRACE), its result and callback saying cancelled.
+   */
+  cancelJob(id: string, by: string): CancelOutcome {
+    const record = this.jobs.get(id);
+    if (!record) return 'not-found';
+    if (record.finished) return 'finished';
+    const index = this.#queue.findIndex((job) => job.id === id);
+    if (index >= 0) {
+      const [job] = this.#queue.splice(index, 1);
+      this.bus.emit({type: 'job-cancel', jobId: id, by, state: 'queued'});
+      this.#finish(job, cancelledInQueue(), false);
+      return 'cancelling';
+    }
+    const running = this.#running.get(id);
+    if (!running) return 'finished';
+    this.bus.emit({type: 'job-cancel', jobId: id, by, state: 'running'});
+    running.command.cancel();
+    return 'cancelling';
+  }
+
+  /** The signature, the timestamp and the nonce: the key that signed, or a Refusal. */
+  #authenticate(settings: Settings, auth: Extract<AuthHeaderCheck, {ok: true}>, method: string, path: string, body: Buffer): AcceptedKey {
+    const key = matchingKey(acceptedKeys(settings), auth.signature, method, path, auth.nonce, auth.timestamp, body);
     if (!key) {
       throw new Refusal(401, 'bad-signature', 'bad signature: check that the Func connector uses the secret key of this sidecar');
     }
@@ -601,6 +635,11 @@ export class Daemon {
       throw new Refusal(503, 'replay-cache-full', `more than ${this.#replay.capacity} requests signed for this second or later are remembered; try again in a second`);
     }
     this.#replayJournal?.record(auth.nonce, timestamp, this.#replay);
+    return key;
+  }
+
+  /** A verified body as the request to run, within what its key may run; or a Refusal. */
+  #parse(settings: Settings, key: AcceptedKey, body: Buffer): ShellRequest {
     let request: ShellRequest;
     try {
       request = parseShellRequest(body, settings.COMMAND_TIMEOUT);
@@ -609,7 +648,7 @@ export class Daemon {
       throw error;
     }
     try {
-      return {request: applyKeyPolicy(key, request, settings.COMMAND_TIMEOUT), key: key.name};
+      return applyKeyPolicy(key, request, settings.COMMAND_TIMEOUT);
     } catch (error) {
       if (error instanceof NotAllowed) throw new Refusal(403, 'command-not-allowed', error.message, key.name);
       throw error;
@@ -618,12 +657,24 @@ export class Daemon {
 
   /** Starts or queues a verified request's command, or refuses it when the queue is full. */
   #accept(req: IncomingMessage, res: ServerResponse, request: ShellRequest, key: string): void {
+    const id = randomUUID();
+    const remote = req.socket.remoteAddress ?? '';
     const job: Job = {
-      id: randomUUID(),
+      id,
+      record: this.jobs.add({
+        id,
+        key,
+        remote,
+        command: request.command,
+        wait: request.wait,
+        ...(request.workdir ? {workdir: request.workdir} : {}),
+        ...(request.callbackURL ? {callback: request.callbackURL.origin} : {}),
+        timeoutSeconds: request.timeoutSeconds ?? this.#settings.COMMAND_TIMEOUT,
+      }),
       request,
       key,
-      remote: req.socket.remoteAddress ?? '',
-      finished: request.wait ? (result) => replyWithResult(res, job.id, result) : () => {},
+      remote,
+      finished: request.wait ? (result) => replyWithResult(res, id, result) : () => {},
     };
     const acknowledge = request.wait ? undefined : () => sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
     if (!this.#submit(job, acknowledge)) {
@@ -684,27 +735,34 @@ export class Daemon {
       this.#helper,
       {
         onStarted: (pid) => {
+          job.record.pid = pid;
           this.bus.emit({type: 'command-started', jobId: job.id, pid});
           this.#runningFile?.changed();
         },
+        onOutput: (stream, chunk) => job.record.output(stream, chunk),
         onFinished: (result) => this.#finish(job, result),
         onHandlerError: (error) => this.#reportInternalError('command event', error),
       },
     );
-    this.#running.set(job.id, {job, command, startedAt: Date.now()});
+    const startedAt = Date.now();
+    job.record.state = 'running';
+    job.record.startedAt = startedAt;
+    this.#running.set(job.id, {job, command, startedAt});
     this.#runningFile?.changed();
   }
 
-  #finish(job: Job, result: CommandResult): void {
+  /** `ran`: false for a job cancelled in the queue, which frees no place among the running. */
+  #finish(job: Job, result: CommandResult, ran = true): void {
     this.#running.delete(job.id);
     // The waiting reply goes out first, the bookkeeping after it.
     job.finished(result);
+    this.jobs.finish(job.record, result);
     this.#runningFile?.changed();
     // Everything but the output, which is never logged.
     const {stdout: _stdout, stderr: _stderr, ...outcome} = result;
     this.bus.emit({type: 'command-finished', jobId: job.id, ...outcome});
     if (job.request.callbackURL) this.#sendCallback(job, job.request.callbackURL, result);
-    const next = this.#queue.shift();
+    const next = ran ? this.#queue.shift() : undefined;
     if (next) this.#start(next);
     this.#notifyIfIdle();
   }
@@ -726,6 +784,12 @@ export class Daemon {
       backoffMs: this.options.callbackBackoffMs ?? 1000,
       signal: this.#callbackAbort.signal,
       onAttempt: (attempt) => {
+        const delivery = job.record.callback;
+        if (delivery) {
+          delivery.attempts.push({attempt: attempt.attempt, ok: attempt.ok, ...(attempt.status === undefined ? {} : {status: attempt.status}), ...(attempt.error ? {error: attempt.error} : {}), durationMs: attempt.durationMs});
+          if (attempt.ok) delivery.outcome = 'delivered';
+          else if (attempt.retryInMs === undefined) delivery.outcome = 'failed';
+        }
         if (attempt.ok) {
           this.bus.emit({type: 'callback-delivered', jobId: job.id, attempt: attempt.attempt, status: attempt.status ?? 0, durationMs: attempt.durationMs});
         } else {
@@ -790,7 +854,10 @@ export class Daemon {
     }
     for (const {command} of this.#running.values()) command.kill('SIGKILL');
     for (const job of abandoned) {
-      if (!this.#running.has(job.id)) job.finished(notRun('the sidecar stopped before the command could start'));
+      if (this.#running.has(job.id)) continue;
+      const result = notRun('the sidecar stopped before the command could start');
+      job.finished(result);
+      this.jobs.finish(job.record, result);
     }
     this.#callbackAbort.abort();
     this.#notifyIfIdle();

@@ -1,3 +1,4 @@
+import type {EndReason} from './runner.js';
 /** Everything the daemon reports: logged one line each, kept in a bounded history, counted. */
 export type SidecarEventBody =
   | {type: 'started'; version: string; pid: number; config: string; bind: string}
@@ -36,8 +37,9 @@ export type SidecarEventBody =
       stderrBytes: number;
       truncated: boolean;
       error?: string;
-      ended?: 'spawner-stopped';
+      ended?: EndReason;
     }
+  | {type: 'job-cancel'; jobId: string; by: string; state: 'queued' | 'running'}
   | {type: 'callback-delivered'; jobId: string; attempt: number; status: number; durationMs: number}
   | {type: 'callback-failed'; jobId: string; attempt: number; error: string; retryInMs?: number}
   | {type: 'config-reloaded'; changed: string[]}
@@ -65,7 +67,9 @@ export type RefusalReason =
   | 'not-found'
   | 'method-not-allowed'
   | 'source-not-allowed'
-  | 'command-not-allowed';
+  | 'command-not-allowed'
+  | 'job-not-found'
+  | 'job-finished';
 
 export type EventLevel = 'info' | 'warn' | 'error';
 export type SidecarEvent = SidecarEventBody & {time: number; level: EventLevel};
@@ -102,6 +106,7 @@ const REQUEST_EVENT_TYPES: ReadonlySet<SidecarEventBody['type']> = new Set([
   'command-finished',
   'callback-delivered',
   'callback-failed',
+  'job-cancel',
 ]);
 
 /** The last `size` events put in, each with its number in the order of emission. */
@@ -175,6 +180,7 @@ export interface Counters {
   succeeded: number;
   failed: number;
   timedOut: number;
+  cancelled: number;
   refused: number;
   refusedByReason: Partial<Record<RefusalReason, number>>;
   callbacksDelivered: number;
@@ -188,6 +194,7 @@ export function emptyCounters(): Counters {
     succeeded: 0,
     failed: 0,
     timedOut: 0,
+    cancelled: 0,
     refused: 0,
     refusedByReason: {},
     callbacksDelivered: 0,
@@ -208,7 +215,8 @@ export function countEvent(counters: Counters, event: SidecarEventBody): void {
       counters.refusedByReason[event.reason] = (counters.refusedByReason[event.reason] ?? 0) + 1;
       break;
     case 'command-finished':
-      if (event.timedOut) counters.timedOut++;
+      if (event.ended === 'cancelled') counters.cancelled++;
+      else if (event.timedOut) counters.timedOut++;
       else if (event.exitCode === 0) counters.succeeded++;
       else counters.failed++;
       break;

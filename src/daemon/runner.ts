@@ -40,20 +40,26 @@ export interface CommandResult {
   stderrBytes: number;
   /** Set when the command could not be started at all. */
   error?: string;
-  /** Set when the command started and was ended by the daemon for a reason other than its timeout. */
-  ended?: 'spawner-stopped';
+  /** Set when the command was ended by the daemon for a reason other than its timeout: its spawner stopped, or it was cancelled. */
+  ended?: EndReason;
 }
+
+export type EndReason = 'spawner-stopped' | 'cancelled';
 
 export interface RunningCommand {
   /** Known once the command has started. */
   readonly pid: number | undefined;
   /** Signals the command's whole process group; SIGKILL ends its cgroup too, where it has one. */
   kill(signal: NodeJS.Signals): void;
+  /** Ends the command as a timeout would (SIGTERM, then SIGKILL after the grace), its result marked cancelled. */
+  cancel(): void;
 }
 
 export interface CommandHooks {
   /** The process id, once the command is running. */
   onStarted?(pid: number): void;
+  /** Each piece of output as it comes, before it is counted against the limit (the helper has already cut it there). */
+  onOutput?(stream: 'stdout' | 'stderr', chunk: Buffer): void;
   /** An exception thrown while the command's events were handled: reported, never the daemon's end. */
   onHandlerError(error: unknown): void;
   /** Called once, as soon as the result is known: in the same turn as the exit, with no promise in between. */
@@ -301,7 +307,7 @@ class CommandRun implements ShellEvents, RunningCommand {
   #nodeChild: NodeChild | undefined;
   #exit: {code: number | null; signal: NodeJS.Signals | null} | undefined;
   #timedOut = false;
-  #ended: CommandResult['ended'];
+  #ended: EndReason | undefined;
   #settled = false;
   /** A signal asked for before the pid is known, sent when it is. */
   #pendingSignal: NodeJS.Signals | undefined;
@@ -348,17 +354,19 @@ class CommandRun implements ShellEvents, RunningCommand {
   }
 
   stdout(chunk: Buffer): void {
+    this.hooks.onOutput?.('stdout', chunk);
     this.#stdout.push(chunk);
   }
 
   stderr(chunk: Buffer): void {
+    this.hooks.onOutput?.('stderr', chunk);
     this.#stderr.push(chunk);
   }
 
   exited(code: number | null, signal: NodeJS.Signals | null): void {
     this.#exit = {code, signal};
-    // The shell is gone; what it left in its group after a timeout goes too.
-    if (this.#timedOut) this.kill('SIGKILL');
+    // The shell is gone; what it left in its group after a timeout or a cancel goes too.
+    if (this.#timedOut || this.#ended === 'cancelled') this.kill('SIGKILL');
     // A native spawner's close usually comes with the exit, in the same turn: no timer for that.
     queueMicrotask(() => {
       if (!this.#settled) this.#graceTimer = setTimeout(() => this.#finish(), OUTPUT_GRACE_MS);
@@ -393,8 +401,20 @@ class CommandRun implements ShellEvents, RunningCommand {
     this.#finish(undefined, this.#ended ? `ended: the spawner stopped (${reason})` : `the spawner stopped before the command started (${reason})`);
   }
 
+  cancel(): void {
+    if (this.#settled || this.#ended || this.#timedOut) return;
+    this.#ended = 'cancelled';
+    clearTimeout(this.#timeoutTimer);
+    this.#endTree();
+  }
+
   #timeOut(): void {
     this.#timedOut = true;
+    this.#endTree();
+  }
+
+  /** SIGTERM to the whole tree, SIGKILL after the grace; a spawner that then reports no exit is taken for stuck. */
+  #endTree(): void {
     this.kill('SIGTERM');
     this.#killTimer = setTimeout(() => {
       this.kill('SIGKILL');

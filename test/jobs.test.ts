@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import {readFileSync} from 'node:fs';
+import {join} from 'node:path';
+import {setFlagsFromString} from 'node:v8';
+import {runInNewContext} from 'node:vm';
+import {describe, it} from 'node:test';
+import {cancelJob, jobsRequest, listJobs, readOutput, showJob} from '../src/client/jobs-client.js';
+import type {SidecarTarget} from '../src/client/target.js';
+import {JobStore, OUTPUT_SAMPLE_BYTES} from '../src/daemon/jobs.js';
+import type {CommandResult} from '../src/daemon/runner.js';
+import {sign} from '../src/signature.js';
+import {eventually, processExists, signedPost, startCallbackReceiver, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+
+const NARROW_SECRET = 'narrow-secret-0123456789-abcdefg';
+const OTHER_SECRET = 'other-secret-0123456789-abcdefgh';
+const KEYS = {narrow: {secret: NARROW_SECRET, allow: ['echo [a-z]+', 'sleep [0-9]+']}, other: {secret: OTHER_SECRET, allow: ['echo [a-z]+']}};
+
+function target(url: string, secretKey = TEST_SECRET): SidecarTarget {
+  return {baseUrl: url, secretKey};
+}
+
+async function start(url: string, command: string, secret = TEST_SECRET, extra: Record<string, unknown> = {}): Promise<string> {
+  const reply = await signedPost(url, {command, wait: false, ...extra}, {secret});
+  assert.equal(reply.status, 200, reply.raw);
+  return reply.json.data.jobId as string;
+}
+
+describe('jobs: records, output and cancel over HTTP', () => {
+  it('keeps a record of every command, with its output, and lists them newest first', async () => {
+    const {url} = await startTestDaemon();
+    const id = await start(url, 'echo out; echo err >&2; exit 3');
+    const record = await eventually(async () => {
+      const shown = await showJob(target(url), id);
+      return shown.state === 'running' || shown.state === 'queued' ? undefined : shown;
+    });
+    assert.equal(record.state, 'failed');
+    assert.equal(record.exitCode, 3);
+    assert.equal(record.key, 'default');
+    assert.equal(record.stdoutBytes, 4);
+    const chunks: string[] = [];
+    const final = await readOutput(target(url), id, false, {data: (stream, text) => chunks.push(`${stream}:${text}`)});
+    assert.deepEqual(chunks, ['stdout:out\n', 'stderr:err\n']);
+    assert.equal(final.state, 'failed');
+    const second = await start(url, 'true');
+    const listed = await eventually(async () => {
+      const jobs = await listJobs(target(url), {state: ['succeeded', 'failed']});
+      return jobs.length === 2 ? jobs : undefined;
+    });
+    assert.deepEqual(listed.map((job) => job.id), [second, id]);
+    assert.deepEqual((await listJobs(target(url), {state: ['failed']})).map((job) => job.id), [id]);
+  });
+
+  it('streams output as it is printed to a follower who joins late: what is kept, then the rest', async () => {
+    const {url} = await startTestDaemon();
+    const id = await start(url, 'for i in 1 2 3; do echo "line $i $(date +%s%3N)"; sleep 0.5; done');
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const joined = Date.now();
+    const lines: {text: string; at: number}[] = [];
+    const result = await readOutput(target(url), id, true, {data: (_stream, text) => lines.push(...text.trimEnd().split('\n').map((line) => ({text: line, at: Date.now()})))});
+    assert.equal(result.state, 'succeeded');
+    assert.deepEqual(lines.map((line) => line.text.split(' ').slice(0, 2).join(' ')), ['line 1', 'line 2', 'line 3']);
+    for (const {text, at} of lines) {
+      const printed = Number(text.split(' ')[2]);
+      // Printed before the follower joined: given at once; after: as it was printed.
+      const late = at - Math.max(printed, joined);
+      assert.ok(late < 300, `${text} reached the follower ${late} ms after it was printed or kept`);
+    }
+    assert.ok(Number(lines[2].text.split(' ')[2]) > joined, 'the last line was printed after the follower joined');
+  });
+
+  it('cancels a running job and its child that ignores SIGTERM: record, reply and one callback say cancelled', async () => {
+    const receiver = await startCallbackReceiver();
+    const {url, events} = await startTestDaemon({KILL_GRACE: 1});
+    const pidFile = join(tempDir(), 'child.pid');
+    const command = `sh -c 'trap "" TERM; echo $$ > ${pidFile}; exec sleep 60' & echo started; wait`;
+    const id = await start(url, command, TEST_SECRET, {callbackURL: receiver.url});
+    const child = await eventually(() => {
+      try {
+        return Number(readFileSync(pidFile, 'utf8')) || undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    const cancelled = await cancelJob(target(url), id);
+    assert.equal(cancelled.id, id);
+    const record = await eventually(async () => {
+      const shown = await showJob(target(url), id);
+      return shown.state === 'running' ? undefined : shown;
+    });
+    assert.equal(record.state, 'cancelled');
+    await eventually(() => (processExists(child) ? undefined : true), 5000, 'the child that ignores SIGTERM to end');
+    const [callback] = await receiver.waitFor(1);
+    assert.equal(callback.headers['x-sidecar-ended'], 'cancelled');
+    assert.match(JSON.parse(callback.body).kwargs.stdout, /started/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(receiver.received.length, 1, 'the callback came once');
+    assert.ok(events.some((event) => event.type === 'job-cancel' && event.jobId === id));
+    const again = await jobsRequest(target(url), 'DELETE', `/jobs/${id}`);
+    assert.deepEqual([again.status, again.body.reason], [409, 'job-finished']);
+  });
+
+  it('cancels a queued job before it starts, and answers its waiting request', async () => {
+    const {url} = await startTestDaemon({MAX_RUNNING: 1});
+    const first = await start(url, 'sleep 5');
+    const waiting = signedPost(url, {command: 'echo never'});
+    const queued = await eventually(async () => (await listJobs(target(url), {state: ['queued']}))[0]);
+    await cancelJob(target(url), queued.id);
+    const reply = await waiting;
+    assert.equal(reply.json.data.ended, 'cancelled');
+    assert.equal(reply.json.data.stdout, '');
+    assert.equal((await showJob(target(url), queued.id)).state, 'cancelled');
+    await cancelJob(target(url), first);
+  });
+
+  it('refuses a bad signature, a replay, a stale timestamp and another narrow key on every job endpoint', async () => {
+    const {url} = await startTestDaemon({KEYS});
+    const mine = await start(url, 'sleep 3', NARROW_SECRET);
+    for (const [method, path] of [['GET', '/jobs'], ['GET', `/jobs/${mine}`], ['GET', `/jobs/${mine}/output`], ['DELETE', `/jobs/${mine}`]] as const) {
+      const call = (headers: Record<string, string>) => fetch(`${url}${path}`, {method, headers}).then(async (res) => ({status: res.status, body: (await res.json()) as {reason: string}}));
+      const now = String(Math.floor(Date.now() / 1000));
+      const nonce = `n${Math.random().toString(16).slice(2)}0123456789`;
+      const good = {'X-Auth-Nonce': nonce, 'X-Auth-Timestamp': now, 'X-Auth-Signature': sign(OTHER_SECRET, method, path, nonce, now, '')};
+      const bad = await call({...good, 'X-Auth-Signature': sign('wrong-secret-0123456789', method, path, nonce, now, '')});
+      assert.deepEqual([bad.status, bad.body.reason], [401, 'bad-signature'], `${method} ${path}`);
+      const stale = String(Math.floor(Date.now() / 1000) - 3600);
+      const old = await call({...good, 'X-Auth-Timestamp': stale, 'X-Auth-Signature': sign(OTHER_SECRET, method, path, nonce, stale, '')});
+      assert.deepEqual([old.status, old.body.reason], [401, 'stale-timestamp'], `${method} ${path}`);
+      const first = await call(good);
+      if (path === '/jobs') assert.equal(first.status, 200);
+      else assert.deepEqual([first.status, first.body.reason], [404, 'job-not-found'], `another narrow key's job, ${method} ${path}`);
+      const replayed = await call(good);
+      assert.deepEqual([replayed.status, replayed.body.reason], [401, 'replayed-nonce'], `${method} ${path}`);
+      // The signature covers the method: a signed GET is no DELETE.
+      const otherMethod = await fetch(`${url}${path}`, {method: method === 'GET' ? 'DELETE' : 'GET', headers: {...good, 'X-Auth-Nonce': `${nonce}x`, 'X-Auth-Signature': sign(OTHER_SECRET, method, path, `${nonce}x`, now, '')}});
+      assert.ok([401, 405].includes(otherMethod.status), `${method} ${path} signed, sent as another method: ${otherMethod.status}`);
+    }
+    assert.deepEqual((await listJobs(target(url, OTHER_SECRET))).map((job) => job.id), [], 'a narrow key lists only its own jobs');
+    assert.deepEqual((await listJobs(target(url, NARROW_SECRET))).map((job) => job.id), [mine]);
+    assert.deepEqual((await listJobs(target(url))).map((job) => job.id), [mine], 'a key that may run anything sees every job');
+    assert.equal((await cancelJob(target(url, NARROW_SECRET), mine)).id, mine);
+  });
+});
+
+describe('the job store', () => {
+  const result = (stdoutBytes: number): CommandResult => ({stdout: '', stderr: '', exitCode: 0, signal: null, timedOut: false, truncated: false, durationMs: 1, stdoutBytes, stderrBytes: 0});
+
+  it('keeps the head and the tail of a long output, and says how much went between', () => {
+    const store = new JobStore({count: 10, seconds: 60, outputBytes: 1 << 30});
+    const record = store.add({id: 'a', key: 'default', remote: '', command: 'x', wait: true, timeoutSeconds: 1});
+    const total = 5 * OUTPUT_SAMPLE_BYTES + 123;
+    for (let sent = 0; sent < total; sent += 1000) record.output('stdout', Buffer.alloc(Math.min(1000, total - sent), sent / 1000 % 26 + 97));
+    const {head, skippedBytes, tail} = record.stdout.pieces();
+    assert.equal(head.length, OUTPUT_SAMPLE_BYTES);
+    assert.equal(tail.length, OUTPUT_SAMPLE_BYTES);
+    assert.equal(skippedBytes, total - 2 * OUTPUT_SAMPLE_BYTES);
+    assert.equal(tail.at(-1), (Math.ceil(total / 1000) - 1) % 26 + 97);
+  });
+
+  it('stays within its count and output bounds under 5,000 jobs of 256 KiB output each', () => {
+    const limits = {count: 1000, seconds: 3600, outputBytes: 32 * 1024 * 1024};
+    const store = new JobStore(limits);
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage();
+    const piece = Buffer.alloc(2 * OUTPUT_SAMPLE_BYTES, 120);
+    for (let index = 0; index < 5000; index++) {
+      const record = store.add({id: `job-${index}`, key: 'default', remote: '127.0.0.1', command: `echo ${index}`, wait: false, timeoutSeconds: 60});
+      record.output('stdout', piece);
+      record.output('stderr', piece);
+      store.finish(record, result(piece.length));
+      assert.ok(store.size <= limits.count, `${store.size} records`);
+      assert.ok(store.finishedOutputBytes <= limits.outputBytes);
+    }
+    gc();
+    const after = process.memoryUsage();
+    const grownMiB = (after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers) / 1048576;
+    console.log(`job store after 5,000 jobs: ${store.size} records, ${(store.finishedOutputBytes / 1048576).toFixed(1)} MiB of output kept, heap and buffers grown by ${grownMiB.toFixed(1)} MiB`);
+    assert.ok(grownMiB < 32 + 8, `grew by ${grownMiB} MiB`);
+    assert.equal(store.get('job-0'), undefined);
+    assert.equal(store.get('job-4999')?.outputKept, true);
+    assert.equal(store.get('job-4000')?.outputKept, false);
+  });
+});
