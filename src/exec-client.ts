@@ -76,11 +76,3 @@ export function parseReply(baseUrl: string, reply: {status: number; text: string
     throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${reply.text.slice(0, 200)}`, 69);
   }
 }
-
-/** The process exit code that stands for a command's result, as a shell would report it. */
-export function exitCodeOf(data: Record<string, unknown>): number {
-  if (data.timedOut === true) return 124;
-  if (typeof data.exitCode === 'number') return data.exitCode;
-  const signals: Record<string, number> = {SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15};
-  return 128 + (signals[String(data.signal)] ?? 0);
-}

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
 import {formatDuration, parseDuration} from '../src/duration.js';
-import {execBody, exitCodeOf} from '../src/exec-client.js';
+import {execBody} from '../src/exec-client.js';
+import {exitCodeOfJob} from '../src/client/exec-live.js';
 import {funcJson} from '../src/func-json.js';
 import {allowFromAdditions, parseBindList} from '../src/bind.js';
 import {installSummary, planConfig} from '../src/install.js';
@@ -136,10 +137,12 @@ describe('exec requests', () => {
   });
 
   it('maps results to exit codes as a shell would', () => {
-    assert.equal(exitCodeOf({exitCode: 0}), 0);
-    assert.equal(exitCodeOf({exitCode: 3}), 3);
-    assert.equal(exitCodeOf({exitCode: null, signal: 'SIGKILL'}), 137);
-    assert.equal(exitCodeOf({exitCode: null, timedOut: true}), 124);
+    assert.equal(exitCodeOfJob({state: 'succeeded', exitCode: 0}), 0);
+    assert.equal(exitCodeOfJob({state: 'failed', exitCode: 3}), 3);
+    assert.equal(exitCodeOfJob({state: 'failed', exitCode: null, signal: 'SIGKILL'}), 137);
+    assert.equal(exitCodeOfJob({state: 'timed-out', exitCode: null, signal: 'SIGTERM'}), 124);
+    assert.equal(exitCodeOfJob({state: 'cancelled', exitCode: null, signal: 'SIGTERM'}), 130);
+    assert.equal(exitCodeOfJob({state: 'failed', exitCode: null, signal: null, error: 'cannot start the command'}), 1);
   });
 });
 
