@@ -2,9 +2,8 @@
 // empty body): GET /jobs, GET /jobs/{id}, GET /jobs/{id}/output[?follow=1], DELETE /jobs/{id}.
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
 import type {IncomingMessage, ServerResponse} from 'node:http';
-import {StringDecoder} from 'node:string_decoder';
 import type {AcceptedKey} from '../config.js';
-import type {JobOutputEvent, JobRecord, JobState, JobStore, OutputStream} from './jobs.js';
+import {readRecord, type JobRecord, type JobState, type JobStore} from './jobs.js';
 import {sendJson} from './reply.js';
 
 export type JobRoute =
@@ -75,41 +74,15 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
  */
 export function streamOutput(req: IncomingMessage, res: ServerResponse, record: JobRecord, follow: boolean): void {
   res.writeHead(200, {'Content-Type': 'application/x-ndjson; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff'});
-  const decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
-  const line = (value: unknown) => res.write(`${JSON.stringify(value)}\n`);
-  const data = (stream: OutputStream, text: string) => {
-    if (text) line({stream, data: text});
-  };
-  for (const stream of ['stdout', 'stderr'] as const) {
-    const {head, skippedBytes, tail} = record[stream].pieces();
-    data(stream, decoders[stream].write(head));
-    if (skippedBytes > 0 && tail.length > 0) {
-      data(stream, decoders[stream].end());
-      line({skipped: {stream, bytes: skippedBytes}});
-      decoders[stream] = new StringDecoder('utf8');
-    }
-    data(stream, decoders[stream].write(tail));
-  }
-  const finish = (view: unknown) => {
-    for (const stream of ['stdout', 'stderr'] as const) data(stream, decoders[stream].end());
-    line({result: view});
-    res.end();
-  };
-  if (record.finished || !follow) {
-    finish(record.view());
-    return;
-  }
-  const unfollow = record.follow((event: JobOutputEvent) => {
-    if ('end' in event) {
-      finish(event.end);
-      return;
-    }
+  let unfollow: (() => void) | undefined;
+  unfollow = readRecord(record, follow, (event) => {
     if (res.writableLength > SLOW_FOLLOWER_BYTES) {
-      unfollow();
+      unfollow?.();
       res.destroy();
       return;
     }
-    data(event.stream, decoders[event.stream].write(event.chunk));
+    res.write(`${JSON.stringify(event)}\n`);
+    if ('result' in event) res.end();
   });
-  req.socket.once('close', unfollow);
+  req.socket.once('close', () => unfollow?.());
 }

@@ -4,6 +4,7 @@
 // Bounded three ways (config): a count and an age of finished records, and the bytes of output
 // that finished records keep together; running and queued ones are bounded by MAX_RUNNING and
 // MAX_QUEUED already.
+import {StringDecoder} from 'node:string_decoder';
 import type {CommandResult} from './runner.js';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'timed-out' | 'cancelled' | 'spawner-stopped';
@@ -254,4 +255,41 @@ export class JobStore {
       this.#finishedOutputBytes -= record.dropOutput();
     }
   }
+}
+
+/** A job's output as text, for a reader: each piece, the bytes not kept between head and tail, then the end. */
+export type OutputTextEvent = {stream: OutputStream; data: string} | {skipped: {stream: OutputStream; bytes: number}} | {result: JobRecordView};
+
+/**
+ * What a record keeps of its output, then (with `follow`, while the job runs) each piece as it
+ * comes, then its end, as UTF-8 text: a character split between pieces is joined again. Returns the
+ * unsubscribe; `emit` may be called before this returns.
+ */
+export function readRecord(record: JobRecord, follow: boolean, emit: (event: OutputTextEvent) => void): () => void {
+  const decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
+  const data = (stream: OutputStream, text: string) => {
+    if (text) emit({stream, data: text});
+  };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const {head, skippedBytes, tail} = record[stream].pieces();
+    data(stream, decoders[stream].write(head));
+    if (skippedBytes > 0 && tail.length > 0) {
+      data(stream, decoders[stream].end());
+      emit({skipped: {stream, bytes: skippedBytes}});
+      decoders[stream] = new StringDecoder('utf8');
+    }
+    data(stream, decoders[stream].write(tail));
+  }
+  const finish = (view: JobRecordView) => {
+    for (const stream of ['stdout', 'stderr'] as const) data(stream, decoders[stream].end());
+    emit({result: view});
+  };
+  if (record.finished || !follow) {
+    finish(record.view());
+    return () => {};
+  }
+  return record.follow((event) => {
+    if ('end' in event) finish(event.end);
+    else data(event.stream, decoders[event.stream].write(event.chunk));
+  });
 }
