@@ -5,6 +5,7 @@ import {SYSTEM_CONFIG_PATH} from './config.js';
 import {STATE_DIR} from './system/paths.js';
 import type {DaemonStatus} from './daemon/daemon.js';
 import type {SidecarEvent} from './daemon/events.js';
+import type {OutputTextEvent} from './daemon/jobs.js';
 
 const {createConnection} = net;
 
@@ -96,7 +97,21 @@ export interface Snapshot {
   history: SidecarEvent[];
 }
 
-export type ControlMessage = Snapshot | {type: 'event'; event: SidecarEvent};
+/** The daemon's state as a client follows it: the snapshot, then its events. */
+export type StateMessage = Snapshot | {type: 'event'; event: SidecarEvent};
+
+/** What the daemon sends: its state, and answers to a client's requests. */
+export type ControlMessage =
+  | StateMessage
+  | {type: 'output'; jobId: string; output: OutputTextEvent}
+  | {type: 'output-missing'; jobId: string}
+  | {type: 'cancel-outcome'; jobId: string; outcome: 'cancelling' | 'finished' | 'not-found'};
+
+/** What a client may ask, one JSON line each: a job's output (kept, then followed), to stop following it, or its cancel. */
+export type ControlRequest = {type: 'follow-output' | 'unfollow-output' | 'cancel'; jobId: string};
+
+/** The longest request line a client may send. */
+export const CONTROL_REQUEST_BYTES = 1024;
 
 export class ControlUnavailable extends Error {}
 
@@ -105,6 +120,7 @@ export function followControlSocket(
   path: string,
   onMessage: (message: ControlMessage) => void,
   signal?: AbortSignal,
+  onOpen?: (send: (request: ControlRequest) => void) => void,
 ): Promise<void> {
   const untrusted = path === SERVICE_CONTROL_SOCKET ? undefined : socketDirectoryProblem(dirname(path));
   if (untrusted) return Promise.reject(new ControlUnavailable(`will not trust ${path}: ${untrusted}`));
@@ -116,6 +132,7 @@ export function followControlSocket(
     socket.setEncoding('utf8');
     socket.on('connect', () => {
       connected = true;
+      onOpen?.((request) => socket.write(`${JSON.stringify(request)}\n`));
     });
     socket.on('data', (chunk: string) => {
       buffered += chunk;

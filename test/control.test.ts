@@ -5,6 +5,8 @@ import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
 import {controlSocketFor, ensurePrivateDirectory, followControlSocket, readSnapshot, serveControlSocket, stateDirectoryFor, type ControlMessage} from '../src/control.js';
 import {SLOW_CLIENT_BYTES, startControlServer} from '../src/daemon/control-server.js';
+import {socketFeed} from '../src/ui/run.js';
+import type {JobOutputMessage} from '../src/ui/Dashboard.js';
 import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 describe('control socket', async () => {
@@ -61,6 +63,37 @@ describe('control socket', async () => {
     const everything = JSON.stringify([snapshot, messages]);
     assert.ok(!everything.includes(TEST_SECRET));
     assert.ok(!everything.includes('env-value-hidden'));
+  });
+
+  it('gives a job\'s output (kept, then live) and cancels a job for the dashboard of tui', async () => {
+    const feed = socketFeed(path);
+    const stop = feed.subscribe(() => {});
+    after(stop);
+    const reply = await signedPost(url, {command: 'echo before; sleep 0.5; echo after; sleep 60', wait: false});
+    const jobId = reply.json.data.jobId as string;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const messages: JobOutputMessage[] = [];
+    const unfollow = feed.output(jobId, (message) => messages.push(message));
+    await eventually(() => (messages.some((message) => 'data' in message && message.data === 'after\n') ? true : undefined), 5000, 'the live line');
+    assert.deepEqual(messages.filter((message) => 'data' in message).map((message) => (message as {data: string}).data), ['before\n', 'after\n']);
+    assert.equal(await feed.cancel(jobId), 'cancelling');
+    const end = await eventually(() => messages.find((message) => 'result' in message), 10_000, 'the end of the output');
+    assert.equal((end as {result: {state: string}}).result.state, 'cancelled');
+    assert.equal(await feed.cancel(jobId), 'finished');
+    unfollow();
+    const unknown: JobOutputMessage[] = [];
+    feed.output('00000000-0000-4000-8000-000000000000', (message) => unknown.push(message));
+    await eventually(() => (unknown.some((message) => 'missing' in message) ? true : undefined), 5000, 'an unknown job said so');
+  });
+
+  it('closes a connection that sends what is not a request, or too long a line', async () => {
+    for (const line of ['not json\n', '{"type":"reload"}\n', '{"type":"cancel"}\n', `${'x'.repeat(2000)}`]) {
+      const socket = createConnection(path);
+      socket.on('error', () => {});
+      socket.resume();
+      socket.write(line);
+      await new Promise((resolve) => socket.once('close', resolve));
+    }
   });
 
   it('drops a client that does not read, instead of buffering for it', async () => {

@@ -6,6 +6,8 @@ import {render as renderForTest} from 'ink-testing-library';
 import type {Snapshot} from '../src/control.js';
 import {emptyCounters, type SidecarEvent, type SidecarEventBody} from '../src/daemon/events.js';
 import {Dashboard, type DashboardFeed, type FeedMessage} from '../src/ui/Dashboard.js';
+import {daemonFeed} from '../src/ui/run.js';
+import {eventually, signedPost, startTestDaemon} from './helpers.js';
 
 const NOW = Date.parse('2026-11-24T12:00:00.000Z');
 
@@ -48,6 +50,11 @@ function manualFeed(first: FeedMessage) {
         listener = undefined;
       };
     },
+    output: (_jobId, onOutput) => {
+      onOutput({missing: true});
+      return () => {};
+    },
+    cancel: () => Promise.resolve('not-found'),
   };
   return {feed, send: (message: FeedMessage) => listener?.(message)};
 }
@@ -210,5 +217,36 @@ describe('the dashboard', () => {
     assert.doesNotMatch(frame, /SOURCE|CALLBACK/);
     assert.match(frame, /> \d\d:\d\d:\d\d a command far… wait/);
     instance.unmount();
+  });
+});
+
+describe('the dashboard on a real daemon', () => {
+  it('follows the selected job\'s output live in its details, and cancels it with c after a yes', async () => {
+    const {daemon, url} = await startTestDaemon({KILL_GRACE: 1});
+    const {lastFrame, stdin, unmount} = render(<Dashboard feed={daemonFeed(daemon)} colour={false} />);
+    const reply = await signedPost(url, {command: 'for i in $(seq 40); do echo "line $i"; done; echo oops >&2; sleep 0.7; echo later; sleep 60', wait: false});
+    const jobId = reply.json.data.jobId as string;
+    await eventually(() => (/running/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the running job');
+    // The key handler of the frame just drawn is in place after the next turn.
+    await tick();
+    stdin.write('\r');
+    const frame = await eventually(() => (/line 40/.test(lastFrame() ?? '') ? lastFrame() : undefined), 5000, 'its output').catch((error: Error) => assert.fail(`${error.message}:\n${lastFrame()}`));
+    assert.match(frame!, /Output \(live\)/);
+    assert.match(frame!, /line 1\n/, 'the head is kept');
+    assert.match(frame!, /… \d+ lines …/, 'the middle gives way to the tail');
+    assert.match(frame!, /^ {2}oops$/m);
+    await eventually(() => (/^ {2}later$/m.test(lastFrame() ?? '') ? true : undefined), 5000, 'a line printed while the details were open');
+    await tick();
+    stdin.write('c');
+    await eventually(() => (/Cancel job .*\? .*y to cancel/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the confirmation');
+    stdin.write('n');
+    await eventually(() => (/not cancelled/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the cancel declined');
+    assert.equal(daemon.jobs.get(jobId)?.state, 'running');
+    stdin.write('c');
+    await eventually(() => (/y to cancel/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the confirmation again');
+    stdin.write('y');
+    await eventually(() => (daemon.jobs.get(jobId)?.state === 'cancelled' ? true : undefined), 5000, 'the job cancelled');
+    await eventually(() => (/state +cancelled/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the details saying so');
+    unmount();
   });
 });

@@ -1,7 +1,8 @@
 import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
 import {fs, net} from '../node-builtins.js';
-import type {ControlMessage} from '../control.js';
+import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../control.js';
+import {readRecord} from './jobs.js';
 import type {Daemon} from './daemon.js';
 
 const {chmodSync, mkdirSync, unlinkSync} = fs;
@@ -31,9 +32,65 @@ export function isLive(path: string): Promise<boolean> {
 }
 
 /**
+ * A client's requests: a job's output, followed until it ends or the client lets go, and a job's
+ * cancel. A line too long, or not a request, ends the connection.
+ */
+function serveRequests(daemon: Daemon, socket: Socket): void {
+  const following = new Map<string, () => void>();
+  let buffered = '';
+  const handle = (request: ControlRequest) => {
+    const {jobId} = request;
+    if (request.type === 'cancel') {
+      send(socket, {type: 'cancel-outcome', jobId, outcome: daemon.cancelJob(jobId, 'control socket')});
+      return;
+    }
+    following.get(jobId)?.();
+    following.delete(jobId);
+    if (request.type === 'unfollow-output') return;
+    const record = daemon.jobs.get(jobId);
+    if (!record) {
+      send(socket, {type: 'output-missing', jobId});
+      return;
+    }
+    following.set(jobId, readRecord(record, true, (output) => {
+      send(socket, {type: 'output', jobId, output});
+      if ('result' in output) following.delete(jobId);
+    }));
+  };
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let request: ControlRequest;
+      try {
+        request = JSON.parse(line) as ControlRequest;
+      } catch {
+        socket.destroy();
+        return;
+      }
+      if (!['follow-output', 'unfollow-output', 'cancel'].includes(request?.type) || typeof request.jobId !== 'string') {
+        socket.destroy();
+        return;
+      }
+      handle(request);
+    }
+    if (buffered.length > CONTROL_REQUEST_BYTES) socket.destroy();
+  });
+  socket.on('close', () => {
+    for (const unfollow of following.values()) unfollow();
+    following.clear();
+  });
+}
+
+/**
  * Publishes the daemon's state and events on a Unix socket (mode 0660: the owner and its group,
- * dffs for the service). Clients get a snapshot line, then one line per event. Nothing secret is
- * in either: events carry env keys, never values, and the status never holds a key.
+ * dffs-daemon for the service; commands, which run as dffs, cannot reach it). Clients get a
+ * snapshot line, then one line per event; they may ask for a job's output and cancel a job.
+ * Nothing secret is in the events: they carry env keys, never values, and the status never holds
+ * a key; a job's output is what its command printed.
  */
 export async function startControlServer(daemon: Daemon, path: string): Promise<{close(): Promise<void>}> {
   mkdirSync(dirname(path), {recursive: true, mode: 0o750});
@@ -49,6 +106,7 @@ export async function startControlServer(daemon: Daemon, path: string): Promise<
     socket.on('error', () => socket.destroy());
     socket.on('close', () => clients.delete(socket));
     send(socket, daemon.snapshot());
+    serveRequests(daemon, socket);
   });
   const unsubscribe = daemon.bus.subscribe((event) => {
     for (const socket of clients) send(socket, {type: 'event', event});

@@ -1,7 +1,8 @@
 import {DEFAULT_KEY_NAME} from '../config.js';
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
-import type {ControlMessage} from '../control.js';
+import type {StateMessage} from '../control.js';
+import type {OutputTextEvent} from '../daemon/jobs.js';
 import {formatDuration} from '../duration.js';
 import {
   applyMessage,
@@ -15,12 +16,19 @@ import {
   type DashboardState,
   type RequestRow,
 } from './model.js';
+import {JobOutput} from './JobOutput.js';
 
-export type FeedMessage = ControlMessage | {type: 'disconnected'; reason: string};
+export type FeedMessage = StateMessage | {type: 'disconnected'; reason: string};
+
+/** A job's output as the details view follows it; `reset`: the connection came back, and it starts again. */
+export type JobOutputMessage = OutputTextEvent | {missing: true} | {reset: true};
 
 /** Where the dashboard's data comes from: the daemon in this process, or its control socket. */
 export interface DashboardFeed {
   subscribe(listener: (message: FeedMessage) => void): () => void;
+  /** A job's output: what is kept, then the rest as it comes, then its end. Returns the unsubscribe. */
+  output(jobId: string, listener: (message: JobOutputMessage) => void): () => void;
+  cancel(jobId: string): Promise<'cancelling' | 'finished' | 'not-found'>;
 }
 
 export interface DashboardProps {
@@ -37,7 +45,8 @@ type Mode = 'table' | 'detail' | 'help' | 'filter';
 
 const HELP = [
   ['↑ ↓ / k j', 'select a request'],
-  ['Enter', 'details of the selected request'],
+  ['Enter', 'details of the selected request, with its output followed live'],
+  ['c (details)', 'cancel the job shown, after a confirmation'],
   ['Esc', 'back'],
   ['/', 'filter by command, source or state (Enter keeps it, Esc clears it)'],
   ['p', 'pause or resume the table'],
@@ -96,6 +105,9 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
   const [filter, setFilter] = useState('');
   const [selected, setSelected] = useState(0);
   const [stopping, setStopping] = useState(false);
+  /** The job whose cancel waits for a yes, and what the last cancel came to. */
+  const [confirmCancel, setConfirmCancel] = useState<string | undefined>();
+  const [notice, setNotice] = useState('');
   const [, setTick] = useState(0);
 
   // The one place the dashboard ends; reached from the quit key, or when the daemon has stopped.
@@ -137,8 +149,25 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
         setSelected(0);
         return;
       }
-      if (key.escape) return setMode('table');
+      if (confirmCancel) {
+        const jobId = confirmCancel;
+        setConfirmCancel(undefined);
+        if (input !== 'y') return setNotice('not cancelled');
+        setNotice(`cancelling job ${jobId}…`);
+        feed.cancel(jobId).then(
+          (outcome) => setNotice(outcome === 'cancelling' ? `job ${jobId} is being cancelled` : outcome === 'finished' ? 'the job had already ended' : 'the daemon no longer knows this job'),
+          (error: Error) => setNotice(`cannot cancel: ${error.message}`),
+        );
+        return;
+      }
+      if (key.escape) {
+        setNotice('');
+        return setMode('table');
+      }
       if (input === 'q') return quit();
+      if (mode === 'detail' && input === 'c' && selectedRow && (selectedRow.state === 'running' || selectedRow.state === 'queued')) {
+        return setConfirmCancel(selectedRow.id);
+      }
       if (input === '?') return setMode(mode === 'help' ? 'table' : 'help');
       if (mode !== 'table') return;
       if (key.upArrow || input === 'k') setSelected((index) => Math.max(0, index - 1));
@@ -251,25 +280,36 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
             ['started', row.startedAt ? new Date(row.startedAt).toISOString() : ''],
             ['finished', row.finishedAt ? new Date(row.finishedAt).toISOString() : ''],
             ['duration', durationText(row, current)],
-            ['output', row.stdoutBytes === undefined ? '' : `stdout ${row.stdoutBytes} B, stderr ${row.stderrBytes} B${row.truncated ? ' (truncated)' : ''}; the daemon does not keep output`],
+            ['output', row.stdoutBytes === undefined ? '' : `stdout ${row.stdoutBytes} B, stderr ${row.stderrBytes} B${row.truncated ? ' (truncated)' : ''}`],
             ['error', row.error ?? ''],
             ['callback', row.callback ? `${row.callback}: ${callbackText(row)}` : '(none)'],
             ...row.callbacks.map((attempt) => [`  attempt ${attempt.attempt}`, `${clock(attempt.time)} ${attempt.ok ? `delivered, HTTP ${attempt.status}` : `failed: ${attempt.error}`}`] as [string, string]),
           ] as [string, string][])),
     ];
+    // Fields at their defaults give their room to the output.
+    const shownLines = lines.filter(([, value]) => value !== '' && value !== '(default)' && value !== '(none)');
+    const cancellable = row.state === 'running' || row.state === 'queued';
     return (
       <Box flexDirection="column">
         {header}
         <Text bold>Request details</Text>
-        {lines
-          .filter(([, value]) => value !== '')
-          .map(([label, value]) => (
-            <Text key={label} wrap="wrap">
-              {paint(`${label.padEnd(11)} `, undefined, {dim: true})}
-              {value}
-            </Text>
-          ))}
-        <Text dimColor={colour}>Esc to go back</Text>
+        {shownLines.map(([label, value]) => (
+          <Text key={label} wrap="truncate">
+            {paint(`${label.padEnd(11)} `, undefined, {dim: true})}
+            {value}
+          </Text>
+        ))}
+        {row.refusal ? null : (
+          <>
+            <Text bold>{row.state === 'running' ? 'Output (live)' : 'Output'}</Text>
+            <JobOutput feed={feed} jobId={row.id} lines={Math.max(8, height - 9 - shownLines.length)} columns={columns} colour={colour} />
+          </>
+        )}
+        {confirmCancel ? (
+          paint(`Cancel job ${confirmCancel}? Its whole process tree ends. y to cancel, any other key to keep it`, 'yellow', {bold: true})
+        ) : (
+          <Text dimColor={colour}>{fit(`${notice ? `${notice}  ` : ''}Esc to go back${cancellable ? '  c cancel the job' : ''}`, columns)}</Text>
+        )}
       </Box>
     );
   }

@@ -1,4 +1,4 @@
-import type {ControlMessage} from '../control.js';
+import type {StateMessage} from '../control.js';
 import type {DaemonStatus} from '../daemon/daemon.js';
 import {countEvent, emptyCounters, type Counters, type RefusalReason, type SidecarEvent} from '../daemon/events.js';
 import type {ListenerStatus} from '../daemon/listeners.js';
@@ -33,6 +33,8 @@ export interface RequestRow {
   signal?: string | null;
   timedOut?: boolean;
   truncated?: boolean;
+  /** Why the daemon ended it, other than its timeout. */
+  ended?: 'spawner-stopped' | 'cancelled';
   stdoutBytes?: number;
   stderrBytes?: number;
   error?: string;
@@ -131,9 +133,12 @@ export function applyEvent(state: DashboardState, event: SidecarEvent, live: boo
     }
     case 'command-finished': {
       const {type: _type, level: _level, jobId, time, ...outcome} = event;
+      // A job cancelled in the queue never ran.
+      const wasQueued = next.rows.find((row) => row.id === jobId)?.state === 'queued';
       return {
         ...next,
-        running: live ? Math.max(0, next.running - 1) : next.running,
+        running: live && !wasQueued ? Math.max(0, next.running - 1) : next.running,
+        queued: live && wasQueued ? Math.max(0, next.queued - 1) : next.queued,
         rows: updateRow(next, jobId, (row) => ({...row, ...outcome, state: 'finished', finishedAt: time})),
       };
     }
@@ -159,7 +164,7 @@ export function applyEvent(state: DashboardState, event: SidecarEvent, live: boo
 }
 
 /** Folds a control message: a snapshot starts over from the daemon's state; an event updates it. */
-export function applyMessage(state: DashboardState, message: ControlMessage): DashboardState {
+export function applyMessage(state: DashboardState, message: StateMessage): DashboardState {
   if (message.type === 'event') return applyEvent(state, message.event, true);
   const {status, history} = message;
   let next: DashboardState = {...initialState(), connection: {connected: true}};
@@ -184,6 +189,7 @@ export function rowStateText(row: RequestRow): string {
     case 'refused':
       return `refused: ${row.refusal?.reason ?? ''}`;
     case 'finished':
+      if (row.ended) return row.ended === 'cancelled' ? 'cancelled' : 'spawner stopped';
       if (row.timedOut) return 'timed out';
       if (row.error) return 'error';
       return row.exitCode === null ? `killed ${row.signal ?? ''}`.trim() : `exit ${row.exitCode}`;
