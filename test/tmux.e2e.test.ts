@@ -79,6 +79,35 @@ describe('the dashboard in a real terminal (tmux)', () => {
     await waitForScreen('tui', /echo seen-by-tui .*exit 0/, 'a live request');
   });
 
+  it('tui details follow a running job\'s output, and c then y cancels it', async () => {
+    const reply = await signedPost(url, {command: 'echo tui-first; sleep 1; echo tui-second; sleep 60', wait: false});
+    const jobId = reply.json.data.jobId as string;
+    await waitForScreen('tui', /> .*echo tui-first.*running/, 'the running job, selected');
+    await tmux('send-keys', '-t', 'tui', 'Enter');
+    await waitForScreen('tui', /Output \(live\)\n +tui-first\n +tui-second/, 'both lines, the second as it came');
+    await tmux('send-keys', '-t', 'tui', 'c');
+    await waitForScreen('tui', /Cancel job .*y to cancel/, 'the confirmation');
+    await tmux('send-keys', '-t', 'tui', 'y');
+    await waitForScreen('tui', /state +cancelled/, 'the job cancelled');
+    const shown = await execa('node', ['bin/run.js', 'jobs', 'show', jobId, '--url', url, '--json'], {cwd: ROOT, env: {DFFS_SECRET_KEY: TEST_SECRET}});
+    assert.equal(JSON.parse(shown.stdout).state, 'cancelled');
+    await tmux('send-keys', '-t', 'tui', 'Escape');
+  });
+
+  it('exec in a terminal asks on Ctrl-C: d detaches and leaves the job running', async () => {
+    await tmux('new-session', '-d', '-s', 'exec', '-x', '100', '-y', '30', `cd ${ROOT} && DFFS_URL=${url} DFFS_SECRET_KEY=${TEST_SECRET} node bin/run.js exec -- 'echo exec-started; sleep 60'; echo exec-exited-$?; sleep 60`);
+    await waitForScreen('exec', /exec-started/, 'the first line');
+    await tmux('send-keys', '-t', 'exec', 'C-c');
+    await waitForScreen('exec', /cancel job [0-9a-f-]{36} \(c\), or detach and leave it running \(d\)\?/, 'the question');
+    await tmux('send-keys', '-t', 'exec', 'd');
+    await waitForScreen('exec', /detached; job [0-9a-f-]{36} runs on[\s\S]*exec-exited-0/, 'exec detached');
+    const jobId = /detached; job ([0-9a-f-]{36})/.exec(await screen('exec'))![1];
+    const target = ['--url', url];
+    const shown = await execa('node', ['bin/run.js', 'jobs', 'show', jobId, ...target, '--json'], {cwd: ROOT, env: {DFFS_SECRET_KEY: TEST_SECRET}});
+    assert.equal(JSON.parse(shown.stdout).state, 'running');
+    await execa('node', ['bin/run.js', 'jobs', 'cancel', jobId, ...target], {cwd: ROOT, env: {DFFS_SECRET_KEY: TEST_SECRET}});
+  });
+
   it('q stops serve cleanly; tui says so, and reconnects when it is back', async () => {
     await tmux('send-keys', '-t', 'serve', 'q');
     await waitForScreen('serve', /serve-exited-0/, 'serve exiting with 0');
