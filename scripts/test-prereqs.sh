@@ -13,6 +13,7 @@ needs=(
   "offline bundles (bundle):gcc:gcc readelf:binutils aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1:libc6-arm64-cross /usr/aarch64-linux-gnu/lib/libstdc++.so.6:libstdc++6-arm64-cross /usr/aarch64-linux-gnu/lib/libgcc_s.so.1:libgcc-s1-arm64-cross"
   "dashboard in a terminal (tmux):tmux:tmux"
   "Func's client (python-client):python3-requests:python3-requests curl:curl"
+  "Prometheus metrics (metrics):promtool:prometheus"
 )
 
 has() {

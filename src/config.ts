@@ -127,6 +127,8 @@ export interface AcceptedKey {
   secret: string;
   /** The previous SECRET_KEY during a rotation's grace: accepted until then. */
   expiresAt?: number;
+  /** ISO time the key was set (SECRET_CREATED_AT, or a named key's createdAt), when known: its age on /metrics. */
+  createdAt?: string;
   policy?: CompiledPolicy;
 }
 
@@ -391,11 +393,11 @@ export function resolveSettings(config: StoredConfig, overrides: ConfigOverrides
     allowFrom: checked.ALLOW_FROM === undefined ? undefined : parseAllowFrom(checked.ALLOW_FROM),
     metricsBind: checked.METRICS_BIND === undefined ? undefined : parseBindList(checked.METRICS_BIND)[0],
     keys: [
-      ...(checked.SECRET_KEY === undefined ? [] : [{name: DEFAULT_KEY_NAME, secret: checked.SECRET_KEY}]),
+      ...(checked.SECRET_KEY === undefined ? [] : [{name: DEFAULT_KEY_NAME, secret: checked.SECRET_KEY, ...(checked.SECRET_CREATED_AT ? {createdAt: checked.SECRET_CREATED_AT} : {})}]),
       ...(checked.OLD_SECRET_KEY && checked.OLD_SECRET_EXPIRES_AT ? [{name: DEFAULT_KEY_NAME, secret: checked.OLD_SECRET_KEY, expiresAt: Date.parse(checked.OLD_SECRET_EXPIRES_AT)}] : []),
       ...Object.entries(checked.KEYS ?? {}).map(([name, entry]) => {
         const policy = compilePolicy(entry);
-        return {name, secret: entry.secret, ...(policy ? {policy} : {})};
+        return {name, secret: entry.secret, ...(entry.createdAt ? {createdAt: entry.createdAt} : {}), ...(policy ? {policy} : {})};
       }),
     ],
   };

@@ -70,7 +70,12 @@ export interface ConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   allowFrom?: string;
+  /** Serve Prometheus metrics on DEFAULT_METRICS_BIND, unless the config already says where. */
+  metrics?: boolean;
 }
+
+/** Where `install --metrics` serves /metrics: loopback only, since /metrics takes no signature. */
+export const DEFAULT_METRICS_BIND = '127.0.0.1:9464';
 
 export function planConfig(previousText: string | undefined, flags: ConfigFlags, now = new Date(), interfaces = networkInterfaces()): ConfigPlan {
   let config: StoredConfig = {};
@@ -107,6 +112,7 @@ export function planConfig(previousText: string | undefined, flags: ConfigFlags,
   if (flags.tlsCert !== undefined) config.TLS_CERT = resolve(flags.tlsCert);
   if (flags.tlsKey !== undefined) config.TLS_KEY = resolve(flags.tlsKey);
   if (flags.allowFrom !== undefined) config.ALLOW_FROM = flags.allowFrom;
+  if (flags.metrics) config.METRICS_BIND ??= DEFAULT_METRICS_BIND;
   // A new config only: one already in use, the original's among them, keeps answering whom it answered.
   if (previousText === undefined || previousText.trim() === '') config.ALLOW_FROM ??= defaultAllowFrom(interfaces);
   config.BIND ??= DEFAULT_BIND;

@@ -4,6 +4,7 @@ import {startControlServer} from './daemon/control-server.js';
 import {Daemon} from './daemon/daemon.js';
 import {isoTime} from './daemon/iso-time.js';
 import {EventLog} from './daemon/log.js';
+import {MetricsEndpoint} from './daemon/metrics.js';
 
 const {existsSync} = fs;
 
@@ -44,9 +45,12 @@ export interface ServeOptions {
 export async function serve(options: ServeOptions): Promise<void> {
   const log = new EventLog(options.json, options.write);
   let daemon: Daemon;
+  // Made with the daemon, before it listens, so that its counters miss no request.
+  let metrics!: MetricsEndpoint;
   try {
     daemon = await Daemon.start({configPath: options.configPath, overrides: options.overrides, stateDirectory: options.stateDirectory}, (created) => {
       if (!options.dashboard) created.bus.subscribe(log.add);
+      metrics = new MetricsEndpoint(created);
     });
   } finally {
     // Why the start failed (bind-failed, say) is in these lines.
@@ -59,6 +63,8 @@ export async function serve(options: ServeOptions): Promise<void> {
   } catch (error) {
     daemon.bus.emit({type: 'control-socket', path: options.controlSocket, error: (error as Error).message});
   }
+  // /metrics where METRICS_BIND says, if anywhere; reloads start, move or stop it.
+  await metrics.apply();
   let stopRequested = false;
   const onStop = () => {
     if (stopRequested) void daemon.stopNow();
@@ -85,6 +91,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     }
     await stopped;
   } finally {
+    // First, so that the log has its last line.
+    await metrics.close();
     log.flush();
     await control?.close();
     process.off('SIGTERM', onStop);

@@ -80,6 +80,18 @@ describe('the x64 offline bundle on a host without Node.js', () => {
     assert.equal(await box.ok('dffs-ctl exec hostname'), await box.ok('hostname'));
   });
 
+  it('serves Prometheus metrics after run-sidecar.sh --metrics: prom-client is in the bundle', async () => {
+    assert.match(await box.ok('/bin/bash /opt/usb/dataflux-func-sidecar/run-sidecar.sh --metrics'), /Upgraded DataFlux Func Sidecar/);
+    assert.equal(JSON.parse(await box.ok('cat /etc/dataflux-func-sidecar')).METRICS_BIND, '127.0.0.1:9464');
+    // The service may still be loading prom-client when install finds it healthy: a few tries.
+    const scrape = await box.ok(
+      `${LIB}/current/runtime/bin/node -e 'const get = (tries) => fetch("http://127.0.0.1:9464/metrics").then(async (res) => console.log(res.status, await res.text()), (error) => (tries > 0 ? new Promise((wait) => setTimeout(wait, 200)).then(() => get(tries - 1)) : Promise.reject(error))); get(25)'`,
+    );
+    assert.match(scrape, /^200 /);
+    assert.match(scrape, new RegExp(`^dffs_build_info\\{version="${version.replace(/\./g, '\\.')}",node_version="v${nodeVersion.replace(/\./g, '\\.')}"\\} 1$`, 'm'));
+    assert.match(scrape, /^dffs_commands_total\{result="succeeded"\} \d+$/m);
+  });
+
   it('refuses a damaged copy and leaves the running service alone', async () => {
     const release = await box.ok(`readlink ${LIB}/current`);
     await box.ok('cp -a /opt/usb/dataflux-func-sidecar /opt/damaged && echo "// changed" >> /opt/damaged/app/dist/commands/serve.js');

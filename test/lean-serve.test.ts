@@ -32,6 +32,15 @@ it('the daemon\'s own start (bin/run.js serve) loads neither oclif nor Ink nor R
   assert.match(readFileSync(join(DIST, '..', 'bin', 'run.js'), 'utf8'), /await import\('\.\.\/dist\/serve-cli\.js'\)\)\.leanServe\(/);
 });
 
+it('serve loads prom-client only when METRICS_BIND is set', () => {
+  for (const entry of ['serve-cli.js', join('commands', 'serve.js')]) {
+    const loaded = [...staticImports(join(DIST, entry))];
+    assert.ok(loaded.some((file) => file.endsWith(join('daemon', 'metrics.js'))), `the walk from ${entry} follows the metrics endpoint`);
+    assert.deepEqual(loaded.filter((file) => /^(prom-client|@opentelemetry|tdigest|bintrees)(\/|$)/.test(file)), []);
+  }
+  assert.match(readFileSync(join(DIST, 'daemon', 'metrics.js'), 'utf8'), /await import\('prom-client'\)/);
+});
+
 it('the daemon\'s modules take fs, util, crypto, net and http from node-builtins, not by import', () => {
   const loaded = [...staticImports(join(DIST, 'serve-cli.js'))];
   assert.ok(loaded.some((entry) => entry.endsWith('node-builtins.js')));

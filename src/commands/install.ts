@@ -17,6 +17,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
     {description: 'Install with the manual\'s defaults (127.0.0.1:8099,172.17.0.1:8099 and a random key)', command: 'sudo <%= config.bin %> <%= command.id %>'},
     {description: 'Choose the addresses and the key', command: 'sudo <%= config.bin %> <%= command.id %> --bind 127.0.0.1:8099 --secret-key "$KEY"'},
     {description: 'Serve Func over HTTPS on docker0, loopback over HTTP', command: 'sudo <%= config.bin %> <%= command.id %> --bind 127.0.0.1:8099,https://172.17.0.1:8099 --tls-cert /etc/ssl/sidecar.pem --tls-key /etc/ssl/private/sidecar.key'},
+    {description: 'Also serve Prometheus metrics at http://127.0.0.1:9464/metrics (METRICS_BIND; an address the config already has is kept)', command: 'sudo <%= config.bin %> <%= command.id %> --metrics'},
     {description: 'Show what would be done', command: 'sudo <%= config.bin %> <%= command.id %> --dry-run'},
   ];
 
@@ -26,6 +27,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
     'tls-cert': Flags.string({summary: 'PEM certificate chain for the https:// addresses of --bind (TLS_CERT).', dependsOn: ['tls-key']}),
     'tls-key': Flags.string({summary: 'PEM private key of that certificate, readable by root and the dffs group only (TLS_KEY).', dependsOn: ['tls-cert']}),
     'allow-from': Flags.string({summary: 'Addresses and networks requests may come from, e.g. 127.0.0.0/8,172.16.0.0/12 (default for a new config: loopback and the Docker bridges).', env: 'DFFS_ALLOW_FROM'}),
+    metrics: Flags.boolean({summary: 'Serve Prometheus metrics on 127.0.0.1:9464 (METRICS_BIND), unless the config already sets an address.', default: false}),
     'allow-setuid': Flags.boolean({summary: 'Let commands use sudo and setuid programs (less hardening).', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the plan and the unit file; change nothing.', default: false}),
   };
@@ -41,6 +43,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
         tlsCert: flags['tls-cert'],
         tlsKey: flags['tls-key'],
         allowFrom: flags['allow-from'],
+        metrics: flags.metrics,
         allowSetuid: flags['allow-setuid'],
         dryRun: flags['dry-run'],
         sourceRoot: PACKAGE_ROOT,

@@ -249,6 +249,11 @@ export class Daemon {
     return this.#settings;
   }
 
+  /** Nonces remembered against replays now: a gauge of /metrics. */
+  get replayCacheSize(): number {
+    return this.#replay.size;
+  }
+
   listenerStatus(): ListenerStatus[] {
     return [...this.#listeners.values()].map((listener) => listener.status());
   }
