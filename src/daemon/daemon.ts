@@ -313,7 +313,7 @@ export class Daemon {
     this.#outputBudget.total = next.OUTPUT_BUDGET;
     this.jobs.limits = jobLimits(next);
     if (!this.#stopping) this.#applyBinds();
-    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM', keys: 'KEYS'};
+    const names: Partial<Record<keyof Settings, string>> = {secretKey: 'SECRET_KEY', bindText: 'BIND', oldSecret: 'OLD_SECRET_KEY', secretCreatedAt: 'SECRET_CREATED_AT', tls: 'TLS_CERT', allowFrom: 'ALLOW_FROM', keys: 'KEYS', metricsBind: 'METRICS_BIND'};
     this.bus.emit({type: 'config-reloaded', changed: changed.map((key) => names[key] ?? key)});
     this.#warnOfWeakKeys();
   }
