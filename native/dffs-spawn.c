@@ -22,6 +22,7 @@
  * The helper exits when its stdin closes: the daemon is gone.
  *
  * Usage: dffs-spawn [--no-pidfd] [--own-cgroup]
+ *        dffs-spawn --notify   (messages to systemd: see run_notifier)
  *   --no-pidfd: see exits through SIGCHLD, as on kernels before 5.3 (for tests).
  *   --own-cgroup: give commands cgroups below the helper's own (a systemd unit with Delegate=yes),
  *     where cgroup v2 and cgroup.kill allow; without, a CGROUP asked for is ignored.
@@ -500,16 +501,53 @@ static struct sockaddr_un notify_address;
 static socklen_t notify_length;
 static long long watchdog_every_ms, next_ping_ms;
 
+/* $NOTIFY_SOCKET as an address: a path, or an abstract name (@name). 0 when unset or unusable. */
+static int read_notify_socket(void) {
+  const char *path = getenv("NOTIFY_SOCKET");
+  size_t size = path ? strlen(path) : 0;
+  if (size == 0 || size >= sizeof notify_address.sun_path || (*path != '/' && *path != '@')) return 0;
+  notify_address.sun_family = AF_UNIX;
+  memcpy(notify_address.sun_path, path, size);
+  if (*path == '@') notify_address.sun_path[0] = '\0';
+  notify_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + size);
+  return 1;
+}
+
 static void init_watchdog(void) {
-  const char *path = getenv("NOTIFY_SOCKET"), *usec = getenv("WATCHDOG_USEC");
-  if (!path || !usec || strlen(path) >= sizeof notify_address.sun_path || (*path != '/' && *path != '@')) return;
+  const char *usec = getenv("WATCHDOG_USEC");
+  if (!usec || !read_notify_socket()) return;
   watchdog_every_ms = strtoll(usec, NULL, 10) / 2000;
   if (watchdog_every_ms <= 0) return;
-  notify_address.sun_family = AF_UNIX;
-  memcpy(notify_address.sun_path, path, strlen(path));
-  if (*path == '@') notify_address.sun_path[0] = '\0';
-  notify_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
   notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+/*
+ * --notify: the daemon's messages to systemd (sd_notify(3)), which Node cannot send itself, having
+ * no AF_UNIX datagram sockets. Each message read from stdin, ended by a NUL, goes as one datagram
+ * to $NOTIFY_SOCKET (so READY=1 and its STATUS= arrive together). Exits when stdin closes: the
+ * daemon has gone. SIGTERM is ignored: systemd sends it to the whole unit on stop, and the daemon
+ * drains after it, still pinging the watchdog through this helper until it ends.
+ */
+static int run_notifier(void) {
+  if (!read_notify_socket()) {
+    fprintf(stderr, "dffs-spawn --notify: NOTIFY_SOCKET is unset or not an absolute path or @name\n");
+    return 1;
+  }
+  if (prctl(PR_SET_NAME, "dffs-notify") != 0) die("prctl");
+  if (signal(SIGTERM, SIG_IGN) == SIG_ERR) die("signal");
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  char *message = NULL;
+  size_t capacity = 0;
+  ssize_t got;
+  while ((got = getdelim(&message, &capacity, '\0', stdin)) > 0) {
+    size_t size = message[got - 1] == '\0' ? (size_t)got - 1 : (size_t)got;
+    if (size == 0) continue;
+    if (sendto(fd, message, size, MSG_NOSIGNAL, (struct sockaddr *)&notify_address, notify_length) < 0) die("sendto NOTIFY_SOCKET");
+  }
+  if (ferror(stdin)) die("read");
+  free(message);
+  return 0;
 }
 
 static void ping_watchdog(void) {
@@ -544,6 +582,7 @@ static char *find_own_cgroup(void) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--notify") == 0) return run_notifier();
   int no_pidfd = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-pidfd") == 0) no_pidfd = 1;

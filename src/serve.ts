@@ -5,6 +5,7 @@ import {Daemon} from './daemon/daemon.js';
 import {isoTime} from './daemon/iso-time.js';
 import {EventLog} from './daemon/log.js';
 import {MetricsEndpoint} from './daemon/metrics.js';
+import {notifySystemd} from './daemon/notify.js';
 
 const {existsSync} = fs;
 
@@ -65,13 +66,19 @@ export async function serve(options: ServeOptions): Promise<void> {
   }
   // /metrics where METRICS_BIND says, if anywhere; reloads start, move or stop it.
   await metrics.apply();
+  // Ready for systemd only now: every bind that can be is listening, and the control socket too.
+  const systemd = notifySystemd(daemon);
   let stopRequested = false;
   const onStop = () => {
     if (stopRequested) void daemon.stopNow();
     stopRequested = true;
     void daemon.stop();
   };
-  const onReload = () => daemon.reload();
+  const onReload = () => {
+    systemd?.reloading();
+    daemon.reload();
+    systemd?.ready();
+  };
   // serve owns these signals. Libraries' exit hooks re-raise them (conf's atomically -> when-exit
   // kills the process again with the same signal), which would turn one SIGTERM into two.
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeAllListeners(signal);
@@ -94,6 +101,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     // First, so that the log has its last line.
     await metrics.close();
     log.flush();
+    systemd?.close();
     await control?.close();
     process.off('SIGTERM', onStop);
     process.off('SIGINT', onStop);

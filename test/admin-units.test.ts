@@ -17,8 +17,11 @@ describe('the systemd unit', () => {
   const {runner} = units;
   const setuid = renderUnits({allowSetuid: true, stopTimeoutSeconds: 60}).runner;
 
-  it('runs serve as its own user, restarts on failure, reloads with SIGHUP, after network, docker and the command runner', () => {
+  it('runs serve as its own user, ready when it says so, watched, restarts on failure, reloads with SIGHUP, after network, docker and the command runner', () => {
     for (const line of [
+      'Type=notify',
+      'NotifyAccess=all',
+      'WatchdogSec=30',
       'User=dffs-daemon',
       'Group=dffs-daemon',
       'ExecStart=/usr/local/bin/dataflux-func-sidecar serve --config /etc/dataflux-func-sidecar',

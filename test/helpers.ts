@@ -1,7 +1,7 @@
 import {execa, type ResultPromise} from 'execa';
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {createServer, type IncomingHttpHeaders} from 'node:http';
-import type {AddressInfo} from 'node:net';
+import {createServer as createNetServer, type AddressInfo} from 'node:net';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after} from 'node:test';
@@ -134,6 +134,15 @@ export function processExists(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A loopback port that was free a moment ago: for a process that must be told its port in advance. */
+export async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const {port} = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 const RUN_JS = fileURLToPath(new URL('../bin/run.js', import.meta.url));

@@ -6,7 +6,7 @@ import {formatDuration} from '../duration.js';
 
 export default class Status extends Command {
   static override summary = 'Show whether the sidecar service is installed, running and answering.';
-  static override description = `Unit state (active, enabled, PID, since, restarts), version, each bind address and whether it answers, the secret's age and any grace of the previous key (never the key), and the daemon's counters and running commands.
+  static override description = `Unit state (active, enabled, PID, since, restarts, the status the daemon last told systemd, its watchdog), version, each bind address and whether it answers, the secret's age and any grace of the previous key (never the key), and the daemon's counters and running commands.
 
 With --config, the daemon started with \`serve --config\` and that file instead of the installed service.
 
@@ -41,6 +41,9 @@ Exit codes: 0 healthy, 1 installed (or configured) but not healthy, 3 not instal
     if (status.kind === 'serve') this.log(`dataflux-func-sidecar (serve --config ${status.config}): ${status.version ? 'running' : 'not running'}`);
     if (unit) {
       this.log(`dataflux-func-sidecar: ${unit.activeState} (${unit.subState}), ${unit.enabled}${unit.mainPid ? `, PID ${unit.mainPid}` : ''}${unit.since ? `, since ${unit.since}` : ''}, ${unit.restarts} restart(s)`);
+      // systemd's view, as the daemon last told it, beside the daemon's own below.
+      if (unit.statusText) this.log(`systemd:  ${unit.statusText}`);
+      if (unit.watchdogSeconds !== undefined) this.log(`Watchdog: ${formatDuration(unit.watchdogSeconds)}${unit.watchdogPingedAt ? `, last ping ${unit.watchdogPingedAt}` : ''}`);
     }
     this.log(`Version:  ${status.version ?? 'unknown (not running)'}`);
     this.log(`Config:   ${status.config}`);

@@ -7,6 +7,8 @@ export type SidecarEventBody =
   | {type: 'bind-failed'; address: string; error: string}
   | {type: 'bind-closed'; address: string}
   | {type: 'control-socket'; path: string; error?: string}
+  /** Messages to systemd (a Type=notify unit): the helper that sends them, or why none can go. */
+  | {type: 'systemd-notify'; helper?: string; pid?: number; watchdogMs?: number; error?: string}
   | {type: 'metrics'; address: string; state: 'listening' | 'failed' | 'closed'; port?: number; error?: string}
   | {type: 'spawner'; spawner: 'dffs-spawn' | 'node' | 'command-runner' | 'none'; path?: string; pid?: number; reason?: string}
   | {type: 'internal-error'; where: string; error: string}
@@ -92,6 +94,7 @@ export function levelOf(event: SidecarEventBody): EventLevel {
   if (event.type === 'command-finished' && (event.timedOut || event.error || event.ended)) return 'warn';
   if (event.type === 'callback-failed' && event.retryInMs === undefined) return 'error';
   if (event.type === 'control-socket' && event.error) return 'warn';
+  if (event.type === 'systemd-notify' && event.error) return 'error';
   if (event.type === 'metrics' && event.state === 'failed') return 'warn';
   if (event.type === 'spawner' && event.reason) return 'warn';
   return LEVELS[event.type] ?? 'info';

@@ -48,6 +48,9 @@ function directives(list: readonly (readonly [string, string, string])[]): strin
   return list.map(([key, value, why]) => `${why ? `# ${why}\n` : ''}${key}=${value}`).join('\n');
 }
 
+/** How long the daemon's event loop may stand still before systemd restarts it (it pings at half that). */
+const DAEMON_WATCHDOG_SECONDS = 30;
+
 /** The first words of each file install writes, by which it tells its own files from the original Sidecar's. */
 export const INSTALL_MARK = '# Written by dffs-ctl install';
 
@@ -93,10 +96,17 @@ Requires=${RUNNER_SOCKET_UNIT}
 After=network-online.target docker.service ${RUNNER_SOCKET_UNIT}
 
 [Service]
-Type=simple
+# Started once it serves (READY=1), so that systemctl start returns only then.
+Type=notify
+# Its messages to systemd go through a child of its own, dffs-spawn --notify (Node has no datagram
+# sockets). Only the daemon and that child run in this unit: commands run in the runner's.
+NotifyAccess=all
+# The daemon pings from its event loop: one that stands still (stopped, stuck) is restarted.
+WatchdogSec=${DAEMON_WATCHDOG_SECONDS}
 User=${DAEMON_USER}
 Group=${DAEMON_USER}
 ExecStart=${BIN_DIR}/dataflux-func-sidecar serve --config ${SYSTEM_CONFIG_PATH}
+# It says RELOADING=1 and READY=1 around the reload.
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
