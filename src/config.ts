@@ -226,7 +226,7 @@ async function store(path: string) {
     fileExtension: extension.slice(1),
     clearInvalidConfig: false,
     accessPropertiesByDotNotation: false,
-    // The file holds the secret key: owner only (install widens it to the dffs group).
+    // The file holds the secret key: owner only (install widens it to the dffs-daemon group).
     configFileMode: 0o600,
   });
 }

@@ -147,7 +147,7 @@ export function followControlSocket(
       if (connected) return;
       const why =
         error.code === 'EACCES'
-          ? 'permission denied (run as root or as a member of the dffs group)'
+          ? 'permission denied (run as root or as a member of the dffs-daemon group)'
           : error.code === 'ENOENT' || error.code === 'ECONNREFUSED'
             ? 'the sidecar is not running'
             : error.message;

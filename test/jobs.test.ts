@@ -141,6 +141,95 @@ describe('jobs: records, output and cancel over HTTP', () => {
   });
 });
 
+describe('jobs under abuse', () => {
+  it('keeps no record of a request refused as busy', async () => {
+    const {url, daemon} = await startTestDaemon({MAX_RUNNING: 1, MAX_QUEUED: 0});
+    const first = await start(url, 'sleep 5');
+    for (let index = 0; index < 20; index++) {
+      const refused = await signedPost(url, {command: 'echo refused', wait: false});
+      assert.equal(refused.status, 429);
+    }
+    assert.equal(daemon.jobs.size, 1);
+    assert.deepEqual((await listJobs(target(url))).map((job) => job.id), [first]);
+    await cancelJob(target(url), first);
+  });
+
+  it('gives a late follower all the running job holds, not only its head and tail', async () => {
+    const {url} = await startTestDaemon();
+    // 1.3 MB at once, then a pause: the follower joins in the pause.
+    const id = await start(url, 'seq 1 200000; sleep 1; echo done');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    let text = '';
+    let skipped = 0;
+    const result = await readOutput(target(url), id, true, {data: (_stream, data) => (text += data), skipped: (_stream, bytes) => (skipped += bytes)});
+    assert.equal(result.state, 'succeeded');
+    assert.equal(skipped, 0);
+    assert.equal(text, `${Array.from({length: 200000}, (_, index) => index + 1).join('\n')}\ndone\n`);
+  });
+
+  it('keeps a character split between pieces whole for a follower who joins between them', async () => {
+    const {url} = await startTestDaemon();
+    // "é" is two bytes: the first printed, then, after a pause, the second.
+    const id = await start(url, "printf 'caf\\303'; sleep 1; printf '\\251!\\n'");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    let text = '';
+    await readOutput(target(url), id, true, {data: (_stream, data) => (text += data)});
+    assert.equal(text, 'café!\n');
+  });
+
+  it('limits the followers of running jobs, per key and in all', async () => {
+    const {url} = await startTestDaemon({KEYS});
+    const id = await start(url, 'sleep 5', NARROW_SECRET);
+    const controllers: AbortController[] = [];
+    const follow = (secret: string) => {
+      const controller = new AbortController();
+      controllers.push(controller);
+      return readOutput(target(url, secret), id, true, {data: () => {}}, controller.signal).catch((error: Error) => error);
+    };
+    const followers = Array.from({length: 32}, () => follow(NARROW_SECRET));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const refused = await follow(NARROW_SECRET);
+    assert.match(String(refused), /HTTP 429: key "narrow" already follows 32 jobs' output/);
+    // Another key still may; and the places come back when followers leave.
+    const other = follow(TEST_SECRET);
+    for (const controller of controllers.slice(0, 32)) controller.abort();
+    await Promise.all(followers);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const again = follow(NARROW_SECRET);
+    await cancelJob(target(url), id);
+    assert.equal(((await other) as {state: string}).state, 'cancelled');
+    assert.equal(((await again) as {state: string}).state, 'cancelled');
+  });
+
+  it('answers a cancel that comes after the command has ended with 409, and a bad list limit with 400', async () => {
+    const {url} = await startTestDaemon();
+    // The shell ends at once; a background child keeps the output open a moment.
+    const id = await start(url, 'sleep 0.5 & echo quick');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const late = await jobsRequest(target(url), 'DELETE', `/jobs/${id}`);
+    assert.deepEqual([late.status, late.body.reason], [409, 'job-finished']);
+    const record = await eventually(async () => {
+      const shown = await showJob(target(url), id);
+      return shown.state === 'running' ? undefined : shown;
+    });
+    assert.deepEqual([record.state, record.exitCode, record.signal], ['succeeded', 0, null]);
+    for (const limit of ['-1', '0', 'x', '1e3']) {
+      const bad = await jobsRequest(target(url), 'GET', '/jobs', `limit=${limit}`);
+      assert.deepEqual([bad.status, bad.body.reason], [400, 'bad-request'], limit);
+    }
+  });
+
+  it('keeps at most 4,096 characters of a command, and lists at most 256', async () => {
+    const {url} = await startTestDaemon();
+    const long = `echo ${'x'.repeat(10_000)} >/dev/null`;
+    const id = await start(url, long);
+    const shown = await showJob(target(url), id);
+    assert.deepEqual([shown.command.length, shown.commandLength], [4096, long.length]);
+    const [listed] = await listJobs(target(url));
+    assert.deepEqual([listed.command.length, listed.commandLength], [256, long.length]);
+  });
+});
+
 describe('the job store', () => {
   const result = (stdoutBytes: number): CommandResult => ({stdout: '', stderr: '', exitCode: 0, signal: null, timedOut: false, truncated: false, durationMs: 1, stdoutBytes, stderrBytes: 0});
 

@@ -226,27 +226,40 @@ describe('the dashboard on a real daemon', () => {
     const {lastFrame, stdin, unmount} = render(<Dashboard feed={daemonFeed(daemon)} colour={false} />);
     const reply = await signedPost(url, {command: 'for i in $(seq 40); do echo "line $i"; done; echo oops >&2; sleep 0.7; echo later; sleep 60', wait: false});
     const jobId = reply.json.data.jobId as string;
-    await eventually(() => (/running/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the running job');
+    await eventually(() => (/running/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the running job');
     // The key handler of the frame just drawn is in place after the next turn.
     await tick();
     stdin.write('\r');
-    const frame = await eventually(() => (/line 40/.test(lastFrame() ?? '') ? lastFrame() : undefined), 5000, 'its output').catch((error: Error) => assert.fail(`${error.message}:\n${lastFrame()}`));
+    const frame = await eventually(() => (/line 40/.test(lastFrame() ?? '') ? lastFrame() : undefined), 15_000, 'its output').catch((error: Error) => assert.fail(`${error.message}:\n${lastFrame()}`));
     assert.match(frame!, /Output \(live\)/);
     assert.match(frame!, /line 1\n/, 'the head is kept');
     assert.match(frame!, /… \d+ lines …/, 'the middle gives way to the tail');
     assert.match(frame!, /^ {2}oops$/m);
-    await eventually(() => (/^ {2}later$/m.test(lastFrame() ?? '') ? true : undefined), 5000, 'a line printed while the details were open');
+    await eventually(() => (/^ {2}later$/m.test(lastFrame() ?? '') ? true : undefined), 15_000, 'a line printed while the details were open');
     await tick();
     stdin.write('c');
-    await eventually(() => (/Cancel job .*\? .*y to cancel/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the confirmation');
+    await eventually(() => (/Cancel job .*\? .*y to cancel/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the confirmation');
     stdin.write('n');
-    await eventually(() => (/not cancelled/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the cancel declined');
+    await eventually(() => (/not cancelled/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the cancel declined');
     assert.equal(daemon.jobs.get(jobId)?.state, 'running');
     stdin.write('c');
-    await eventually(() => (/y to cancel/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the confirmation again');
+    await eventually(() => (/y to cancel/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the confirmation again');
     stdin.write('y');
-    await eventually(() => (daemon.jobs.get(jobId)?.state === 'cancelled' ? true : undefined), 5000, 'the job cancelled');
-    await eventually(() => (/state +cancelled/.test(lastFrame() ?? '') ? true : undefined), 5000, 'the details saying so');
+    await eventually(() => (daemon.jobs.get(jobId)?.state === 'cancelled' ? true : undefined), 15_000, 'the job cancelled');
+    await eventually(() => (/state +cancelled/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the details saying so');
+    unmount();
+  });
+
+  it('draws a command\'s terminal escapes as harmless characters, never as escapes', async () => {
+    const {daemon, url} = await startTestDaemon();
+    const {lastFrame, stdin, unmount} = render(<Dashboard feed={daemonFeed(daemon)} colour={false} />);
+    await signedPost(url, {command: "printf 'title \\033]0;owned\\007 clip \\033]52;c;aGk=\\007 bidi \\342\\200\\256x\\n'; sleep 2", wait: false});
+    await eventually(() => (/running/.test(lastFrame() ?? '') ? true : undefined), 15_000, 'the running job');
+    await tick();
+    stdin.write('\r');
+    const frame = await eventually(() => (/title .*clip .*bidi/.test(lastFrame() ?? '') ? lastFrame() : undefined), 15_000, 'its output');
+    assert.doesNotMatch(frame!, /[\u001b\u0007\u202e]/);
+    assert.match(frame!, /title \ufffd\]0;owned\ufffd clip/);
     unmount();
   });
 });

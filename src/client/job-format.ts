@@ -1,10 +1,11 @@
 // How `dffs-ctl jobs` prints records for a person: one line per job, or one job's fields.
 import type {JobRecordView} from '../daemon/jobs.js';
+import {printable} from '../printable.js';
 
 const COMMAND_WIDTH = 60;
 
 function oneLine(text: string, width: number): string {
-  const flat = text.replace(/\s+/g, ' ');
+  const flat = printable(text.replace(/\s+/g, ' '));
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
 }
 
@@ -38,5 +39,5 @@ export function jobDetails(job: JobRecordView): string[] {
     ['Output', `${job.stdoutBytes} bytes stdout, ${job.stderrBytes} bytes stderr${job.truncated ? ' (truncated at OUTPUT_LIMIT)' : ''}${job.outputKept ? '' : ' (no longer kept)'}`],
     ['Callback', job.callbackDelivery ? `${job.callback} ${job.callbackDelivery.outcome} after ${job.callbackDelivery.attempts.length} attempt(s)` : undefined],
   ];
-  return lines.filter(([, value]) => value !== undefined && value !== '').map(([name, value]) => `${`${name}:`.padEnd(10)}${value}`);
+  return lines.filter(([, value]) => value !== undefined && value !== '').map(([name, value]) => `${`${name}:`.padEnd(10)}${printable(String(value))}`);
 }

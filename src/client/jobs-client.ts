@@ -80,7 +80,14 @@ export function readOutput(target: SidecarTarget, id: string, follow: boolean, h
         buffered += chunk;
         let newline;
         while ((newline = buffered.indexOf('\n')) >= 0) {
-          const line = JSON.parse(buffered.slice(0, newline)) as OutputLine;
+          let line: OutputLine;
+          try {
+            line = JSON.parse(buffered.slice(0, newline)) as OutputLine;
+          } catch {
+            req.destroy();
+            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${buffered.slice(0, Math.min(newline, 200))}`, 69));
+            return;
+          }
           buffered = buffered.slice(newline + 1);
           if ('result' in line) result = line.result;
           else if ('skipped' in line) handlers.skipped?.(line.skipped.stream, line.skipped.bytes);

@@ -25,7 +25,7 @@ The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoN
     bind: Flags.string({summary: 'Comma-separated host:port list to listen on.', env: 'DFFS_BIND'}),
     'secret-key': Flags.string({summary: 'Secret key (default: keep the current one, or generate one). Prefer DFFS_SECRET_KEY: ps shows arguments.', env: 'DFFS_SECRET_KEY'}),
     'tls-cert': Flags.string({summary: 'PEM certificate chain for the https:// addresses of --bind (TLS_CERT).', dependsOn: ['tls-key']}),
-    'tls-key': Flags.string({summary: 'PEM private key of that certificate, readable by root and the dffs group only (TLS_KEY).', dependsOn: ['tls-cert']}),
+    'tls-key': Flags.string({summary: 'PEM private key of that certificate, readable by root and the dffs-daemon group only (TLS_KEY).', dependsOn: ['tls-cert']}),
     'allow-from': Flags.string({summary: 'Addresses and networks requests may come from, e.g. 127.0.0.0/8,172.16.0.0/12 (default for a new config: loopback and the Docker bridges).', env: 'DFFS_ALLOW_FROM'}),
     metrics: Flags.boolean({summary: 'Serve Prometheus metrics on 127.0.0.1:9464 (METRICS_BIND), unless the config already sets an address.', default: false}),
     'allow-setuid': Flags.boolean({summary: 'Let commands use sudo and setuid programs (less hardening).', default: false}),

@@ -5,7 +5,7 @@ import {controlSocketFor, SERVICE_CONTROL_SOCKET} from '../control.js';
 
 export default class Tui extends Command {
   static override summary = 'Watch the running sidecar live: requests, commands, refusals, callbacks.';
-  static override description = `Attaches to the daemon's control socket (the service's ${SERVICE_CONTROL_SOCKET}, readable by root and the dffs group, else your own serve's) and draws the dashboard. If the sidecar stops, it says so and reconnects when it is back.
+  static override description = `Attaches to the daemon's control socket (the service's ${SERVICE_CONTROL_SOCKET}, readable by root and the dffs-daemon group, else your own serve's) and draws the dashboard. If the sidecar stops, it says so and reconnects when it is back.
 
 Keys: ↑↓ or j/k select, Enter details, Esc back, / filter, p pause, c clear, ? help, q quit.`;
 

@@ -10,7 +10,7 @@ import {deliverCallback} from './callback.js';
 import {isoTime} from './iso-time.js';
 import {JsonBody} from './json-body.js';
 import {JobStore, type JobRecord, type JobStoreLimits} from './jobs.js';
-import {jobRoute, keySees, listJobs, RouteMismatch, streamOutput, type JobRoute} from './job-routes.js';
+import {FollowerSlots, jobRoute, keySees, listJobs, RouteMismatch, streamOutput, type JobRoute} from './job-routes.js';
 import {replyWithResult, sendJson} from './reply.js';
 import {countEvent, emptyCounters, EventBus, type Counters, type RefusalReason} from './events.js';
 import {Listener, type ListenerStatus, type TlsMaterial} from './listeners.js';
@@ -166,6 +166,7 @@ export class Daemon {
   readonly #bodyBudget: BodyBudget;
   readonly #running = new Map<string, RunningJob>();
   readonly jobs: JobStore;
+  readonly #followers = new FollowerSlots();
   readonly #queue: Job[] = [];
   readonly #callbacks = new Set<Promise<unknown>>();
   readonly #callbackAbort = new AbortController();
@@ -191,7 +192,7 @@ export class Daemon {
     this.#allowsSource = settings.allowFrom && sourceMatcher(settings.allowFrom);
     this.#bodyBudget = new BodyBudget(settings.BODY_BUDGET);
     this.#outputBudget = new OutputBudget(settings.OUTPUT_BUDGET);
-    this.jobs = new JobStore(jobLimits(settings));
+    this.jobs = new JobStore(jobLimits(settings), (error) => this.#reportInternalError('job output follower', error));
     this.#commandRunner = options.commandRunner ?? (process.env.DFFS_COMMAND_RUNNER || undefined);
     this.bus = new EventBus(options.historySize);
     this.bus.subscribe((event) => countEvent(this.counters, event));
@@ -513,7 +514,10 @@ export class Daemon {
   /** A refusal, or an internal error, thrown on the way from a request to its command. */
   #answerError(req: IncomingMessage, res: ServerResponse, error: unknown): void {
     if (error instanceof Refusal) this.#refuse(req, res, error);
-    else sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+    else {
+      this.#reportInternalError(`${req.method} ${(req.url ?? '/').split('?', 1)[0].slice(0, 100)}`, error);
+      sendJson(res, 500, {ok: false, message: `internal error: ${(error as Error).message}`});
+    }
   }
 
   /** What can be refused from the headers alone; returns the auth headers, checked for format. */
@@ -591,9 +595,14 @@ export class Daemon {
       const record = this.jobs.get(route.id);
       if (!record || !keySees(key, record)) throw new Refusal(404, 'job-not-found', `no job ${route.id}: it is unknown, another key's, or older than the records kept (JOB_HISTORY)`, key.name);
       if (route.kind === 'show') sendJson(res, 200, {ok: true, message: '', data: record.view()});
-      else if (route.kind === 'output') streamOutput(req, res, record, query.get('follow') === '1' || query.get('follow') === 'true');
+      else if (route.kind === 'output') {
+        const follow = query.get('follow') === '1' || query.get('follow') === 'true';
+        const full = follow && !record.finished ? this.#followers.refusal(key.name) : undefined;
+        if (full) throw new Refusal(429, 'too-many-followers', full, key.name);
+        streamOutput(res, record, follow, follow ? this.#followers.take(key.name) : undefined);
+      }
       else if (this.cancelJob(route.id, key.name) === 'finished') {
-        throw new Refusal(409, 'job-finished', `job ${route.id} has already ended (${record.state}): there is nothing to cancel`, key.name);
+        throw new Refusal(409, 'job-finished', `job ${route.id} has already ended or is ending (${record.state}): there is nothing to cancel`, key.name);
       } else sendJson(res, 202, {ok: true, message: `job ${route.id} is being cancelled`, data: record.view()});
     });
   }
@@ -615,8 +624,8 @@ export class Daemon {
     }
     const running = this.#running.get(id);
     if (!running) return 'finished';
+    if (!running.command.cancel()) return 'finished';
     this.bus.emit({type: 'job-cancel', jobId: id, by, state: 'running'});
-    running.command.cancel();
     return 'cancelling';
   }
 
@@ -662,6 +671,11 @@ export class Daemon {
 
   /** Starts or queues a verified request's command, or refuses it when the queue is full. */
   #accept(req: IncomingMessage, res: ServerResponse, request: ShellRequest, key: string): void {
+    const startNow = this.#running.size < this.#settings.MAX_RUNNING;
+    // Refused before anything is recorded: a flood of 429s leaves no trace in memory.
+    if (!startNow && this.#queue.length >= this.#settings.MAX_QUEUED) {
+      throw new Refusal(429, 'busy', `too many commands: ${this.#running.size} running and ${this.#queue.length} queued; try again later`);
+    }
     const id = randomUUID();
     const remote = req.socket.remoteAddress ?? '';
     const job: Job = {
@@ -681,25 +695,16 @@ export class Daemon {
       remote,
       finished: request.wait ? (result) => replyWithResult(res, id, result) : () => {},
     };
-    const acknowledge = request.wait ? undefined : () => sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
-    if (!this.#submit(job, acknowledge)) {
-      throw new Refusal(
-        429,
-        'busy',
-        `too many commands: ${this.#running.size} running and ${this.#queue.length} queued; try again later`,
-      );
-    }
+    // The answer to a request that does not wait goes out before the command starts.
+    if (!request.wait) sendJson(res, 200, {ok: true, message: '', data: {stdout: '', stderr: '', jobId: job.id}});
+    this.#submit(job, startNow);
   }
 
   /**
-   * Starts the job, or queues it, or refuses it when the queue is full. The command starts before
-   * the job is logged as accepted: logging is not on the path of its latency. `acknowledge`, the
-   * answer to a request that does not wait, goes out before the command starts.
+   * Starts the job, or queues it. The command starts before the job is logged as accepted:
+   * logging is not on the path of its latency.
    */
-  #submit(job: Job, acknowledge?: () => void): boolean {
-    const startNow = this.#running.size < this.#settings.MAX_RUNNING;
-    if (!startNow && this.#queue.length >= this.#settings.MAX_QUEUED) return false;
-    acknowledge?.();
+  #submit(job: Job, startNow: boolean): void {
     if (startNow) this.#start(job);
     const {request} = job;
     this.bus.emit({
@@ -718,7 +723,6 @@ export class Daemon {
       this.#queue.push(job);
       this.bus.emit({type: 'command-queued', jobId: job.id, queued: this.#queue.length});
     }
-    return true;
   }
 
   #start(job: Job): void {
@@ -752,6 +756,7 @@ export class Daemon {
     const startedAt = Date.now();
     job.record.state = 'running';
     job.record.startedAt = startedAt;
+    job.record.keptWhileRunning = (stream) => command.keptOutput(stream);
     this.#running.set(job.id, {job, command, startedAt});
     this.#runningFile?.changed();
   }

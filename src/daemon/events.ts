@@ -72,7 +72,8 @@ export type RefusalReason =
   | 'source-not-allowed'
   | 'command-not-allowed'
   | 'job-not-found'
-  | 'job-finished';
+  | 'job-finished'
+  | 'too-many-followers';
 
 export type EventLevel = 'info' | 'warn' | 'error';
 export type SidecarEvent = SidecarEventBody & {time: number; level: EventLevel};

@@ -1,7 +1,7 @@
 // The job endpoints, signed exactly as POST /shell is (method and path in the string to sign, an
 // empty body): GET /jobs, GET /jobs/{id}, GET /jobs/{id}/output[?follow=1], DELETE /jobs/{id}.
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
-import type {IncomingMessage, ServerResponse} from 'node:http';
+import type {ServerResponse} from 'node:http';
 import type {AcceptedKey} from '../config.js';
 import {readRecord, type JobRecord, type JobState, type JobStore} from './jobs.js';
 import {sendJson} from './reply.js';
@@ -14,8 +14,17 @@ export type JobRoute =
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** A follower this far behind is dropped, not buffered without end. */
-const SLOW_FOLLOWER_BYTES = 4 * 1024 * 1024;
+const SLOW_FOLLOWER_BYTES = 256 * 1024;
+/**
+ * Connections following a running job's output, all keys together and per key: each is held open
+ * as long as its job runs, and may hold SLOW_FOLLOWER_BYTES. Well under MAX_CONNECTIONS, so that
+ * followers never keep Func's requests out.
+ */
+export const FOLLOWERS_MAX = 256;
+export const FOLLOWERS_PER_KEY_MAX = 32;
 const LIST_LIMIT_MAX = 1000;
+/** A command in a list is cut to this: GET /jobs/{id} has it (up to what the record keeps). */
+const LIST_COMMAND_CHARS = 256;
 const JOB_STATES: readonly JobState[] = ['queued', 'running', 'succeeded', 'failed', 'timed-out', 'cancelled', 'spawner-stopped'];
 
 export class RouteMismatch {
@@ -40,6 +49,34 @@ export function jobRoute(method: string, path: string): JobRoute | RouteMismatch
   return new RouteMismatch(405, `${method} is not allowed on a job: use GET, or DELETE to cancel it`, 'GET, DELETE');
 }
 
+/** The places for followers of running jobs' output, counted per key. */
+export class FollowerSlots {
+  readonly #byKey = new Map<string, number>();
+  #total = 0;
+
+  /** Why a key may not follow one more job now; undefined when it may. */
+  refusal(key: string): string | undefined {
+    if (this.#total >= FOLLOWERS_MAX) return `${FOLLOWERS_MAX} connections already follow jobs' output; try again later`;
+    if ((this.#byKey.get(key) ?? 0) >= FOLLOWERS_PER_KEY_MAX) return `key "${key}" already follows ${FOLLOWERS_PER_KEY_MAX} jobs' output; close one first`;
+    return undefined;
+  }
+
+  /** Takes a place; returns its release, which may be called more than once. */
+  take(key: string): () => void {
+    this.#total++;
+    this.#byKey.set(key, (this.#byKey.get(key) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#total--;
+      const left = (this.#byKey.get(key) ?? 1) - 1;
+      if (left === 0) this.#byKey.delete(key);
+      else this.#byKey.set(key, left);
+    };
+  }
+}
+
 /** Whether a key may see and cancel a job: its own, or any for a key that may run anything. */
 export function keySees(key: AcceptedKey, record: JobRecord): boolean {
   return key.policy?.allow === undefined || record.job.key === key.name;
@@ -53,7 +90,12 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
     sendJson(res, 400, {ok: false, message: `unknown state ${unknown.slice(0, 40)}: use ${JOB_STATES.join(', ')}`, reason: 'bad-request'});
     return;
   }
-  const limit = Math.min(Number(query.get('limit') ?? 100) || 100, LIST_LIMIT_MAX);
+  const limitText = query.get('limit') ?? '100';
+  if (!/^\d{1,7}$/.test(limitText) || Number(limitText) < 1) {
+    sendJson(res, 400, {ok: false, message: `limit must be a whole number from 1 to ${LIST_LIMIT_MAX}`, reason: 'bad-request'});
+    return;
+  }
+  const limit = Math.min(Number(limitText), LIST_LIMIT_MAX);
   const keyName = query.get('key');
   const jobs = [];
   for (const record of store.list()) {
@@ -61,28 +103,53 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
     if (!keySees(key, record)) continue;
     if (states.length > 0 && !states.includes(record.state)) continue;
     if (keyName !== null && record.job.key !== keyName) continue;
-    jobs.push(record.view());
+    const view = record.view();
+    if (view.command.length > LIST_COMMAND_CHARS) {
+      view.commandLength = view.commandLength ?? view.command.length;
+      view.command = view.command.slice(0, LIST_COMMAND_CHARS);
+    }
+    jobs.push(view);
   }
   sendJson(res, 200, {ok: true, message: '', data: {jobs}});
 }
 
+/** One JSON line per event, made once however many followers send it. */
+const lines = new WeakMap<object, string>();
+function lineOf(event: object): string {
+  let line = lines.get(event);
+  if (line === undefined) {
+    line = `${JSON.stringify(event)}\n`;
+    lines.set(event, line);
+  }
+  return line;
+}
+
 /**
- * GET /jobs/{id}/output: newline-delimited JSON, chunked. What the record keeps of each stream
+ * GET /jobs/{id}/output: newline-delimited JSON, chunked. What the job holds of each stream
  * ({"stream", "data"} lines, with a {"skipped"} line where the middle of a long output is not
  * kept), then, with ?follow=1 and while the job runs, each piece as it comes; the last line is
- * {"result": the record}.
+ * {"result": the record}. `release` gives back the follower's place when the connection ends.
  */
-export function streamOutput(req: IncomingMessage, res: ServerResponse, record: JobRecord, follow: boolean): void {
+export function streamOutput(res: ServerResponse, record: JobRecord, follow: boolean, release?: () => void): void {
   res.writeHead(200, {'Content-Type': 'application/x-ndjson; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff'});
+  // A silent job's follower sees the answer begin at once, not at the first line.
+  res.flushHeaders();
   let unfollow: (() => void) | undefined;
+  const end = () => {
+    unfollow?.();
+    release?.();
+  };
   unfollow = readRecord(record, follow, (event) => {
     if (res.writableLength > SLOW_FOLLOWER_BYTES) {
-      unfollow?.();
+      end();
       res.destroy();
       return;
     }
-    res.write(`${JSON.stringify(event)}\n`);
-    if ('result' in event) res.end();
+    res.write(lineOf(event));
+    if ('result' in event) {
+      res.end();
+      release?.();
+    }
   });
-  req.socket.once('close', () => unfollow?.());
+  res.once('close', end);
 }

@@ -22,8 +22,14 @@ export interface CallbackAttempt {
   durationMs?: number;
 }
 
-/** What a follower of a job's output is told: each piece as it comes, then the end. */
-export type JobOutputEvent = {stream: OutputStream; chunk: Buffer} | {end: JobRecordView};
+/** What a follower of a job's output is told: each piece as it comes, as text, then the end. One object for every follower. */
+export type JobOutputEvent = {stream: OutputStream; data: string} | {end: JobRecordView};
+
+/** What a running command holds of a stream: all of it from the start, up to OUTPUT_LIMIT and OUTPUT_BUDGET. */
+export type KeptOutput = (stream: OutputStream) => {chunks: Buffer[]; bytes: number};
+
+/** The longest command a record keeps (BODY_LIMIT allows a megabyte); its length says when it was cut. */
+export const COMMAND_KEPT_CHARS = 4096;
 
 /** The first and the last OUTPUT_SAMPLE_BYTES of one stream, and how much went by between them. */
 export class OutputSample {
@@ -63,6 +69,12 @@ export class OutputSample {
     return {head: Buffer.concat(this.#head), skippedBytes: this.total - this.keptBytes, tail: Buffer.concat(this.#tail)};
   }
 
+  /** The last `bytes` bytes pushed (fewer if fewer were). */
+  last(bytes: number): Buffer {
+    const pieces = this.#tail.length > 0 ? this.#tail : this.#head;
+    return Buffer.concat(pieces.slice(-bytes)).subarray(-bytes);
+  }
+
   drop(): void {
     this.#head.length = 0;
     this.#tail.length = 0;
@@ -76,6 +88,8 @@ export interface NewJob {
   key: string;
   remote: string;
   command: string;
+  /** Set when the command is longer than COMMAND_KEPT_CHARS: its whole length. */
+  commandLength?: number;
   wait: boolean;
   workdir?: string;
   /** The callback URL's origin: its path and query may hold a token. */
@@ -118,9 +132,16 @@ export class JobRecord {
   readonly stderr = new OutputSample();
   outputKept = true;
   callback: JobRecordView['callbackDelivery'];
+  /** The running command's own hold on its output, from its start: what a late follower is given first. */
+  keptWhileRunning: KeptOutput | undefined;
   readonly #followers = new Set<(event: JobOutputEvent) => void>();
+  /** One decoding of the live output for all its followers, while it has any: a character split between pieces is joined once. */
+  #decoders: Record<OutputStream, StringDecoder> | undefined;
 
-  constructor(readonly job: NewJob) {
+  constructor(
+    readonly job: NewJob,
+    private readonly onFollowerError: (error: unknown) => void = () => {},
+  ) {
     if (job.callback) this.callback = {outcome: 'pending', attempts: []};
   }
 
@@ -149,13 +170,37 @@ export class JobRecord {
 
   output(stream: OutputStream, chunk: Buffer): void {
     this[stream].push(chunk);
-    for (const follower of this.#followers) follower({stream, chunk});
+    if (!this.#decoders) return;
+    const data = this.#decoders[stream].write(chunk);
+    if (data) this.#tell({stream, data});
+  }
+
+  /** A follower that throws is dropped and reported: the job's end must still reach the daemon. */
+  #tell(event: JobOutputEvent): void {
+    for (const follower of this.#followers) {
+      try {
+        follower(event);
+      } catch (error) {
+        this.#followers.delete(follower);
+        this.onFollowerError(error);
+      }
+    }
   }
 
   /** Calls back for each piece of output from now on, then for the end; returns the unsubscribe. */
   follow(follower: (event: JobOutputEvent) => void): () => void {
+    if (!this.#decoders) {
+      // Begun where the output is now: fed its last bytes (what they decode to is given by the
+      // replay), the decoders hold a character that is not finished yet, to finish it when the
+      // rest comes.
+      this.#decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
+      for (const stream of ['stdout', 'stderr'] as const) this.#decoders[stream].write(this[stream].last(3));
+    }
     this.#followers.add(follower);
-    return () => this.#followers.delete(follower);
+    return () => {
+      this.#followers.delete(follower);
+      if (this.#followers.size === 0) this.#decoders = undefined;
+    };
   }
 
   end(state: JobState, result: CommandResult): void {
@@ -166,9 +211,14 @@ export class JobRecord {
     // The helper counts what it did not pass on; the record's totals say what the command printed.
     this.stdout.total = Math.max(this.stdout.total, result.stdoutBytes);
     this.stderr.total = Math.max(this.stderr.total, result.stderrBytes);
-    const view = this.view();
-    for (const follower of this.#followers) follower({end: view});
+    this.keptWhileRunning = undefined;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const data = this.#decoders?.[stream].end();
+      if (data) this.#tell({stream, data});
+    }
+    this.#tell({end: this.view()});
     this.#followers.clear();
+    this.#decoders = undefined;
   }
 
   dropOutput(): number {
@@ -205,7 +255,10 @@ export class JobStore {
   readonly #holding = new Set<JobRecord>();
   #finishedOutputBytes = 0;
 
-  constructor(public limits: JobStoreLimits) {}
+  constructor(
+    public limits: JobStoreLimits,
+    private readonly onFollowerError?: (error: unknown) => void,
+  ) {}
 
   get size(): number {
     return this.#records.size;
@@ -216,7 +269,8 @@ export class JobStore {
   }
 
   add(job: NewJob): JobRecord {
-    const record = new JobRecord(job);
+    const command = job.command.length > COMMAND_KEPT_CHARS ? {command: job.command.slice(0, COMMAND_KEPT_CHARS), commandLength: job.command.length} : {};
+    const record = new JobRecord({...job, ...command}, this.onFollowerError);
     this.#records.set(job.id, record);
     return record;
   }
@@ -262,34 +316,45 @@ export type OutputTextEvent = {stream: OutputStream; data: string} | {skipped: {
 
 /**
  * What a record keeps of its output, then (with `follow`, while the job runs) each piece as it
- * comes, then its end, as UTF-8 text: a character split between pieces is joined again. Returns the
- * unsubscribe; `emit` may be called before this returns.
+ * comes, then its end, as UTF-8 text. A running job gives all it holds from the start (up to
+ * OUTPUT_LIMIT), as a reply that waited would, then the end of what it did not hold; a finished
+ * one, the head and the tail it kept. Returns the unsubscribe; `emit` may be called before this
+ * returns.
  */
 export function readRecord(record: JobRecord, follow: boolean, emit: (event: OutputTextEvent) => void): () => void {
-  const decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
-  const data = (stream: OutputStream, text: string) => {
-    if (text) emit({stream, data: text});
-  };
+  const running = record.keptWhileRunning;
   for (const stream of ['stdout', 'stderr'] as const) {
-    const {head, skippedBytes, tail} = record[stream].pieces();
-    data(stream, decoders[stream].write(head));
-    if (skippedBytes > 0 && tail.length > 0) {
-      data(stream, decoders[stream].end());
-      emit({skipped: {stream, bytes: skippedBytes}});
-      decoders[stream] = new StringDecoder('utf8');
+    let decoder = new StringDecoder('utf8');
+    const data = (text: string) => {
+      if (text) emit({stream, data: text});
+    };
+    const sample = record[stream];
+    const {head, skippedBytes, tail} = sample.pieces();
+    let held = head;
+    let after = tail;
+    let gap = skippedBytes;
+    if (running) {
+      // The start it holds, then the part of the sample's tail past it, with what lies between.
+      const kept = running(stream);
+      // Both are the start of the stream: the budget may have taken back part of what the command held.
+      if (kept.bytes > head.length) held = Buffer.concat(kept.chunks, kept.bytes);
+      const tailStart = sample.total - tail.length;
+      after = tail.subarray(Math.max(0, held.length - tailStart));
+      gap = Math.max(0, tailStart - held.length);
     }
-    data(stream, decoders[stream].write(tail));
+    data(decoder.write(held));
+    if (gap > 0 && after.length > 0) {
+      data(decoder.end());
+      emit({skipped: {stream, bytes: gap}});
+      decoder = new StringDecoder('utf8');
+    }
+    data(decoder.write(after));
+    // A running job's last character may be unfinished: the record's own decoding, which follows, completes it.
+    if (!follow || !running) data(decoder.end());
   }
-  const finish = (view: JobRecordView) => {
-    for (const stream of ['stdout', 'stderr'] as const) data(stream, decoders[stream].end());
-    emit({result: view});
-  };
   if (record.finished || !follow) {
-    finish(record.view());
+    emit({result: record.view()});
     return () => {};
   }
-  return record.follow((event) => {
-    if ('end' in event) finish(event.end);
-    else data(event.stream, decoders[event.stream].write(event.chunk));
-  });
+  return record.follow((event) => emit('end' in event ? {result: event.end} : event));
 }

@@ -51,8 +51,13 @@ export interface RunningCommand {
   readonly pid: number | undefined;
   /** Signals the command's whole process group; SIGKILL ends its cgroup too, where it has one. */
   kill(signal: NodeJS.Signals): void;
-  /** Ends the command as a timeout would (SIGTERM, then SIGKILL after the grace), its result marked cancelled. */
-  cancel(): void;
+  /**
+   * Ends the command as a timeout would (SIGTERM, then SIGKILL after the grace), its result marked
+   * cancelled. False when it is already ending: its shell has exited, or its timeout came first.
+   */
+  cancel(): boolean;
+  /** What it holds of a stream so far, from the start: the reply's output if it ended now. */
+  keptOutput(stream: 'stdout' | 'stderr'): {chunks: Buffer[]; bytes: number};
 }
 
 export interface CommandHooks {
@@ -151,6 +156,11 @@ export class CappedOutput {
     // A small piece of a large read buffer would keep all of it: copied, so the budget counts what is held.
     this.#chunks.push(piece.byteLength * 2 < piece.buffer.byteLength ? Buffer.from(piece) : piece);
     this.#kept += granted;
+  }
+
+  /** What is kept so far: the pieces (shared, not copied) and their length. */
+  held(): {chunks: Buffer[]; bytes: number} {
+    return {chunks: [...this.#chunks], bytes: this.#kept};
   }
 
   /** Gives back up to `bytes` from the end of what is kept; returns how many. */
@@ -401,11 +411,16 @@ class CommandRun implements ShellEvents, RunningCommand {
     this.#finish(undefined, this.#ended ? `ended: the spawner stopped (${reason})` : `the spawner stopped before the command started (${reason})`);
   }
 
-  cancel(): void {
-    if (this.#settled || this.#ended || this.#timedOut) return;
+  cancel(): boolean {
+    if (this.#settled || this.#ended || this.#timedOut || this.#exit) return false;
     this.#ended = 'cancelled';
     clearTimeout(this.#timeoutTimer);
     this.#endTree();
+    return true;
+  }
+
+  keptOutput(stream: 'stdout' | 'stderr'): {chunks: Buffer[]; bytes: number} {
+    return (stream === 'stdout' ? this.#stdout : this.#stderr).held();
   }
 
   #timeOut(): void {
@@ -450,7 +465,8 @@ class CommandRun implements ShellEvents, RunningCommand {
         stdout: stdoutText,
         stderr: said ? `${stderrText}sidecar: ${said}\n` : stderrText,
         exitCode: exit?.code ?? null,
-        signal: exit?.signal ?? (this.#ended ? 'SIGKILL' : null),
+        // Without an exit (the spawner stopped), the kill is what ended it.
+        signal: exit ? exit.signal : this.#ended ? 'SIGKILL' : null,
         timedOut: this.#timedOut,
         truncated,
         durationMs: Math.round(performance.now() - this.#startedAt),

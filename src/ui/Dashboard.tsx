@@ -4,6 +4,7 @@ import {useEffect, useMemo, useState} from 'react';
 import type {StateMessage} from '../control.js';
 import type {OutputTextEvent} from '../daemon/jobs.js';
 import {formatDuration} from '../duration.js';
+import {printable} from '../printable.js';
 import {
   applyMessage,
   callbackText,
@@ -57,7 +58,7 @@ const HELP = [
 
 function fit(text: string, width: number): string {
   if (width <= 0) return '';
-  const flat = text.replace(/[\r\n\t]+/g, ' ');
+  const flat = printable(text.replace(/[\r\n\t]+/g, ' '));
   return flat.length > width ? `${flat.slice(0, Math.max(0, width - 1))}…` : flat.padEnd(width);
 }
 
@@ -296,7 +297,7 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
         {shownLines.map(([label, value]) => (
           <Text key={label} wrap="truncate">
             {paint(`${label.padEnd(11)} `, undefined, {dim: true})}
-            {value}
+            {printable(value)}
           </Text>
         ))}
         {row.refusal ? null : (

@@ -1,5 +1,6 @@
 import {Box, Text} from 'ink';
 import {useEffect, useState} from 'react';
+import {printable} from '../printable.js';
 import type {DashboardFeed, JobOutputMessage} from './Dashboard.js';
 
 /** Lines kept of the start of the output; the rest of the room goes to its end. */
@@ -57,7 +58,7 @@ export function addOutput(view: OutputView, message: JobOutputMessage, room: num
 }
 
 function fitLine(text: string, width: number): string {
-  const flat = text.replace(/[\r\t]+/g, ' ');
+  const flat = printable(text.replace(/[\r\t]+/g, ' '));
   return flat.length > width ? `${flat.slice(0, Math.max(0, width - 1))}…` : flat;
 }
 
