@@ -15,9 +15,9 @@ import {request} from 'node:http';
 import {cpus, tmpdir, totalmem} from 'node:os';
 import {join} from 'node:path';
 import {fileURLToPath} from 'node:url';
-import {execBody} from '../src/exec-client.js';
-import {NODE_FLAGS} from '../src/install.js';
-import {signRequest} from '../src/signature.js';
+import {execBody} from '../src/client/exec-client.js';
+import {NODE_FLAGS} from '../src/admin/install.js';
+import {signRequest} from '../src/protocol/signature.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);

@@ -10,8 +10,8 @@ import {createHash} from 'node:crypto';
 import {chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import {join, relative} from 'node:path';
 import {fileURLToPath} from 'node:url';
-import {stopTimeoutSeconds} from '../src/install.js';
-import {renderUnits} from '../src/system/unit.js';
+import {stopTimeoutSeconds} from '../src/admin/install.js';
+import {renderUnits} from '../src/admin/unit.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CACHE = join(ROOT, '.cache', 'node-runtimes');
@@ -82,7 +82,7 @@ async function bundleApplication(appDir: string): Promise<void> {
     logLevel: 'warning',
     plugins: [
       {
-        // bin/run.js imports the compiled ../dist/serve-cli.js: bundle its source like the rest, once.
+        // bin/run.js imports the compiled ../dist/daemon/serve-cli.js: bundle its source like the rest, once.
         name: 'dist-to-src',
         setup(on) {
           on.onResolve({filter: /^\.\.\/dist\//}, (args) => ({path: join(ROOT, 'src', args.path.slice('../dist/'.length).replace(/\.js$/, '.ts'))}));

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
-import {formatDuration, parseDuration} from '../src/duration.js';
-import {execBody} from '../src/exec-client.js';
+import {formatDuration, parseDuration} from '../src/common/duration.js';
+import {execBody} from '../src/client/exec-client.js';
 import {exitCodeOfJob} from '../src/client/exec-live.js';
-import {funcJson} from '../src/func-json.js';
-import {allowFromAdditions, parseBindList} from '../src/bind.js';
-import {installSummary, planConfig} from '../src/install.js';
-import {journalArgs, parseJournalLine, renderEntry} from '../src/logs.js';
-import {parseLegacyConfig} from '../src/system/legacy-config.js';
-import {renderUnits} from '../src/system/unit.js';
+import {funcJson} from '../src/protocol/func-json.js';
+import {allowFromAdditions, parseBindList} from '../src/config/bind.js';
+import {installSummary, planConfig} from '../src/admin/install.js';
+import {journalArgs, parseJournalLine, renderEntry} from '../src/admin/logs.js';
+import {parseLegacyConfig} from '../src/admin/legacy-config.js';
+import {renderUnits} from '../src/admin/unit.js';
 
 describe('the systemd unit', () => {
   const units = renderUnits({allowSetuid: false, stopTimeoutSeconds: 60});

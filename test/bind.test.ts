@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
-import {DEFAULT_BIND, parseBindList} from '../src/bind.js';
+import {DEFAULT_BIND, parseBindList} from '../src/config/bind.js';
 
 describe('BIND lists', () => {
   it('parses the manual default', () => {

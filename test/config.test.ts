@@ -10,8 +10,8 @@ import {
   resolveSettings,
   SYSTEM_CONFIG_PATH,
   writeConfig,
-} from '../src/config.js';
-import {ensurePersonalConfig, PERSONAL_BIND} from '../src/serve.js';
+} from '../src/config/config.js';
+import {ensurePersonalConfig, PERSONAL_BIND} from '../src/daemon/serve.js';
 import {tempDir} from './helpers.js';
 
 describe('config', () => {

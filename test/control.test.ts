@@ -3,7 +3,7 @@ import {chmodSync, mkdirSync, statSync} from 'node:fs';
 import {createConnection} from 'node:net';
 import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
-import {controlSocketFor, ensurePrivateDirectory, followControlSocket, readSnapshot, serveControlSocket, stateDirectoryFor, type ControlMessage} from '../src/control.js';
+import {controlSocketFor, ensurePrivateDirectory, followControlSocket, readSnapshot, serveControlSocket, stateDirectoryFor, type ControlMessage} from '../src/client/control-client.js';
 import {SLOW_CLIENT_BYTES, startControlServer} from '../src/daemon/control-server.js';
 import {socketFeed} from '../src/ui/run.js';
 import type {JobOutputMessage} from '../src/ui/Dashboard.js';

@@ -5,7 +5,7 @@ import {join} from 'node:path';
 import {describe, it} from 'node:test';
 import {formatEvent} from '../src/daemon/log.js';
 import {SPAWN_HELPER_PATH} from '../src/daemon/spawn-helper.js';
-import {sign, signRequest} from '../src/signature.js';
+import {sign, signRequest} from '../src/protocol/signature.js';
 import {
   eventually,
   processExists,

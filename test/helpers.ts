@@ -6,10 +6,10 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after} from 'node:test';
 import {fileURLToPath} from 'node:url';
-import type {StoredConfig} from '../src/config.js';
+import type {StoredConfig} from '../src/config/config.js';
 import {Daemon} from '../src/daemon/daemon.js';
 import type {SidecarEvent} from '../src/daemon/events.js';
-import {signRequest} from '../src/signature.js';
+import {signRequest} from '../src/protocol/signature.js';
 
 export const TEST_SECRET = 'test-secret-0123456789abcdef-XYZ';
 

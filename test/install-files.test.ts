@@ -4,8 +4,8 @@ import {chmodSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, sy
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
-import {shellQuote, untrustedRuntimeReason} from '../src/system/runtime.js';
-import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot} from '../src/system/snapshot.js';
+import {shellQuote, untrustedRuntimeReason} from '../src/admin/runtime.js';
+import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot} from '../src/admin/snapshot.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'dffs-install-files-'));
 after(() => rmSync(scratch, {recursive: true, force: true}));

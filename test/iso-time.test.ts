@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {it} from 'node:test';
 import fc from 'fast-check';
-import {isoTime} from '../src/daemon/iso-time.js';
+import {isoTime} from '../src/common/iso-time.js';
 
 it('writes a time exactly as Date#toISOString does, for years 0 to 9999', () => {
   const startOfYear0 = new Date('0000-01-01T00:00:00.000Z').getTime();

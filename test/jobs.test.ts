@@ -8,7 +8,7 @@ import {cancelJob, jobsRequest, listJobs, readOutput, showJob} from '../src/clie
 import type {SidecarTarget} from '../src/client/target.js';
 import {JobStore, OUTPUT_SAMPLE_BYTES} from '../src/daemon/jobs.js';
 import type {CommandResult} from '../src/daemon/runner.js';
-import {sign} from '../src/signature.js';
+import {sign} from '../src/protocol/signature.js';
 import {eventually, processExists, signedPost, startCallbackReceiver, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const NARROW_SECRET = 'narrow-secret-0123456789-abcdefg';

@@ -5,8 +5,8 @@ import {createServer} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import {after, describe, it} from 'node:test';
 import {MetricsEndpoint} from '../src/daemon/metrics.js';
-import {planConfig} from '../src/install.js';
-import {VERSION} from '../src/version.js';
+import {planConfig} from '../src/admin/install.js';
+import {VERSION} from '../src/protocol/version.js';
 import {eventually, signedPost, startCallbackReceiver, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const OPS_SECRET = 'ops-secret-0123456789abcdefghijkl';

@@ -59,7 +59,7 @@ describe('named keys with command policies', () => {
   });
 
   it('refuses configs with a bad key entry, naming the field', async () => {
-    const {resolveSettings} = await import('../src/config.js');
+    const {resolveSettings} = await import('../src/config/config.js');
     assert.throws(() => resolveSettings({KEYS: {Ops: {secret: OPS_SECRET}}}, {}, 'c.json'), /c\.json: KEYS "Ops" is not a key name/);
     assert.throws(() => resolveSettings({KEYS: {default: {secret: OPS_SECRET}}}, {}, 'c.json'), /not "default"/);
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a whole regular expression/);
@@ -71,7 +71,7 @@ describe('named keys with command policies', () => {
 
 describe('named keys under attack', () => {
   it('refuses a pattern that would close the anchoring group, or that cannot run in linear time', async () => {
-    const {resolveSettings} = await import('../src/config.js');
+    const {resolveSettings} = await import('../src/config/config.js');
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['uptime)|(uptime']}}}, {}, 'c.json'), /ops\.allow has a pattern that is not a whole regular expression/);
     assert.throws(() => resolveSettings({KEYS: {ops: {secret: OPS_SECRET, allow: ['(a)\\1']}}}, {}, 'c.json'), /checked in linear time/);
     const expiresAt = new Date(Date.now() + 3600_000).toISOString();

@@ -4,7 +4,7 @@ import {readdirSync, readFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
 import {notifySystemd, statusText, watchdogIntervalMs} from '../src/daemon/notify.js';
-import {parseTimespan} from '../src/system/systemd.js';
+import {parseTimespan} from '../src/admin/systemd.js';
 import {eventually, freePort, processExists, signedPost, startServeProcess, startTestDaemon, tempDir} from './helpers.js';
 
 /**

@@ -4,7 +4,7 @@ import {writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {before, describe, it} from 'node:test';
 import {fileURLToPath} from 'node:url';
-import {signRequest} from '../src/signature.js';
+import {signRequest} from '../src/protocol/signature.js';
 import {startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const CLIENT = fileURLToPath(new URL('clients/func_client.py', import.meta.url));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {it} from 'node:test';
 import Serve from '../src/commands/serve.js';
-import {parseLeanServeArgs, SERVE_FLAG_ENV} from '../src/serve-cli.js';
+import {parseLeanServeArgs, SERVE_FLAG_ENV} from '../src/daemon/serve-cli.js';
 
 it('parses serve\'s own long flags, with their variables as fallbacks', () => {
   assert.deepEqual(parseLeanServeArgs(['--bind', '127.0.0.1:1', '--config=/c.json', '--no-dashboard'], {DFFS_SECRET_KEY: 'k', DFFS_BIND: 'ignored:2'}), {

@@ -4,7 +4,7 @@ import {createHmac} from 'node:crypto';
 import {execFileSync} from 'node:child_process';
 import {readFileSync} from 'node:fs';
 import {describe, it} from 'node:test';
-import {checkAuthHeaders, matchingKey, sign, signRequest} from '../src/signature.js';
+import {checkAuthHeaders, matchingKey, sign, signRequest} from '../src/protocol/signature.js';
 
 const signatureMatches = (secrets: string[], ...rest: Parameters<typeof matchingKey> extends [unknown, ...infer R] ? R : never) => matchingKey(secrets.map((secret) => ({secret})), ...rest) !== undefined;
 

@@ -8,9 +8,9 @@ import {connect as tlsConnect} from 'node:tls';
 import {fileURLToPath} from 'node:url';
 import {describe, it} from 'node:test';
 import {execa} from 'execa';
-import {parseAllowFrom, sourceMatcher} from '../src/bind.js';
-import {resolveSettings} from '../src/config.js';
-import {signRequest} from '../src/signature.js';
+import {parseAllowFrom, sourceMatcher} from '../src/config/bind.js';
+import {resolveSettings} from '../src/config/config.js';
+import {signRequest} from '../src/protocol/signature.js';
 import {eventually, signedPost, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const CLIENT = fileURLToPath(new URL('clients/func_client.py', import.meta.url));

@@ -3,7 +3,7 @@ import {EventEmitter} from 'node:events';
 import {afterEach, describe, it} from 'node:test';
 import {render as renderInk} from 'ink';
 import {render as renderForTest} from 'ink-testing-library';
-import type {Snapshot} from '../src/control.js';
+import type {Snapshot} from '../src/client/control-client.js';
 import {emptyCounters, type SidecarEvent, type SidecarEventBody} from '../src/daemon/events.js';
 import {Dashboard, type DashboardFeed, type FeedMessage} from '../src/ui/Dashboard.js';
 import {daemonFeed} from '../src/ui/run.js';

@@ -1,7 +1,7 @@
-import {readConfig, SYSTEM_CONFIG_PATH, writeConfig, type StoredConfig} from '../config.js';
-import {controlSocketFor, readSnapshot} from '../control.js';
-import {reloadOutcome, reloadService, type ReloadOutcome} from '../admin.js';
-import {requireRoot, writeSystemConfig} from '../install.js';
+import {readConfig, SYSTEM_CONFIG_PATH, writeConfig, type StoredConfig} from '../config/config.js';
+import {controlSocketFor, readSnapshot} from '../client/control-client.js';
+import {reloadOutcome, reloadService, type ReloadOutcome} from './service.js';
+import {requireRoot, writeSystemConfig} from './install.js';
 
 /** A config that a command changes, and the daemon that runs with it, told to re-read it. */
 export interface ConfigTarget {

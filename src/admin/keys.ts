@@ -1,5 +1,5 @@
-import {DEFAULT_KEY_NAME, generateSecretKey, KEY_NAME, namedKeyProblem, newSecretKeyProblem, type KeyPolicy, type NamedKey, type StoredConfig} from '../config.js';
-import {UserError} from '../user-error.js';
+import {DEFAULT_KEY_NAME, generateSecretKey, KEY_NAME, namedKeyProblem, newSecretKeyProblem, type KeyPolicy, type NamedKey, type StoredConfig} from '../config/config.js';
+import {UserError} from '../common/user-error.js';
 
 export class KeysError extends UserError {}
 

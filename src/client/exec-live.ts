@@ -2,7 +2,7 @@
 // (GET /jobs/{id}/output?follow=1), so a long command shows its lines at once. Ctrl-C asks whether
 // to cancel the job or to leave it running; where no one can answer (no terminal), it cancels.
 import type {JobRecordView} from '../daemon/jobs.js';
-import {ExecError, sendShell, type ExecRequest} from '../exec-client.js';
+import {ExecError, sendShell, type ExecRequest} from './exec-client.js';
 import {cancelJob, readOutput} from './jobs-client.js';
 import type {SidecarTarget} from './target.js';
 

@@ -1,6 +1,6 @@
 // How `dffs-ctl jobs` prints records for a person: one line per job, or one job's fields.
 import type {JobRecordView} from '../daemon/jobs.js';
-import {printable} from '../printable.js';
+import {printable} from '../common/printable.js';
 
 const COMMAND_WIDTH = 60;
 

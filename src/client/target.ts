@@ -1,11 +1,11 @@
 // Which sidecar a client command talks to, and with which key: the flags, else the config's first
 // BIND address and its SECRET_KEY (or a named key).
 import {readFileSync} from 'node:fs';
-import {parseBindList} from '../bind.js';
-import {ConfigError, defaultConfigPath, readConfig} from '../config.js';
+import {parseBindList} from '../config/bind.js';
+import {ConfigError, defaultConfigPath, readConfig} from '../config/config.js';
 import {keySecret} from '../admin/keys.js';
-import {baseUrl} from '../probe.js';
-import {UserError} from '../user-error.js';
+import {baseUrl} from './probe.js';
+import {UserError} from '../common/user-error.js';
 
 export interface SidecarTarget {
   baseUrl: string;

@@ -1,8 +1,8 @@
 import {Args, Command} from '@oclif/core';
-import {bindReport, readSystemConfig, setBind, type BindReport} from '../admin.js';
-import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../control.js';
-import {requireRoot} from '../install.js';
-import {exitCodeFor} from '../user-error.js';
+import {bindReport, readSystemConfig, setBind, type BindReport} from '../admin/service.js';
+import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../client/control-client.js';
+import {requireRoot} from '../admin/install.js';
+import {exitCodeFor} from '../common/user-error.js';
 
 export default class Bind extends Command {
   static override summary = 'Show the bind addresses, or set them and apply them without a restart.';

@@ -3,7 +3,7 @@ import {commandAfterDashes} from '../client/exec-argv.js';
 import {exitCodeOfJob, followJob, startJob, terminalQuestion} from '../client/exec-live.js';
 import {resolveTarget} from '../client/target.js';
 import {targetFlags} from '../client/target-flags.js';
-import {exitCodeFor} from '../user-error.js';
+import {exitCodeFor} from '../common/user-error.js';
 
 export default class Exec extends Command {
   static override summary = 'Run a command through the sidecar, signed exactly as DataFlux Func signs it.';

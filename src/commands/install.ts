@@ -1,7 +1,7 @@
 import {Command, Flags} from '@oclif/core';
-import {install, installSummary, requireRoot, requireSystemd} from '../install.js';
-import {PACKAGE_ROOT} from '../package-root.js';
-import {exitCodeFor} from '../user-error.js';
+import {install, installSummary, requireRoot, requireSystemd} from '../admin/install.js';
+import {PACKAGE_ROOT} from '../common/package-root.js';
+import {exitCodeFor} from '../common/user-error.js';
 
 export default class Install extends Command {
   static override summary = 'Install or upgrade the sidecar as the systemd service dataflux-func-sidecar.';

@@ -1,6 +1,6 @@
 import {Command, Flags} from '@oclif/core';
 import {execa} from 'execa';
-import {journalArgs, parseJournalLine, renderEntry, type LogEntry} from '../logs.js';
+import {journalArgs, parseJournalLine, renderEntry, type LogEntry} from '../admin/logs.js';
 
 export default class Logs extends Command {
   static override summary = 'Show the service\'s events from the journal.';

@@ -1,6 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {ConfigError} from '../config.js';
-import {runServe, SERVE_FLAG_ENV} from '../serve-cli.js';
+import {ConfigError} from '../config/config.js';
+import {runServe, SERVE_FLAG_ENV} from '../daemon/serve-cli.js';
 
 export default class Serve extends Command {
   static override summary = 'Run the sidecar daemon in the foreground.';

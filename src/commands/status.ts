@@ -1,8 +1,8 @@
 import {resolve} from 'node:path';
 import {Command, Flags} from '@oclif/core';
-import {serveStatus, serviceStatus, type ServiceStatus} from '../admin.js';
-import {SYSTEM_CONFIG_PATH} from '../config.js';
-import {formatDuration} from '../duration.js';
+import {serveStatus, serviceStatus, type ServiceStatus} from '../admin/service.js';
+import {SYSTEM_CONFIG_PATH} from '../config/config.js';
+import {formatDuration} from '../common/duration.js';
 
 export default class Status extends Command {
   static override summary = 'Show whether the sidecar service is installed, running and answering.';

@@ -1,6 +1,6 @@
 import {Command, Flags} from '@oclif/core';
-import {requireRoot, uninstall} from '../install.js';
-import {exitCodeFor} from '../user-error.js';
+import {requireRoot, uninstall} from '../admin/install.js';
+import {exitCodeFor} from '../common/user-error.js';
 
 export default class Uninstall extends Command {
   static override summary = 'Stop and remove the sidecar service and program.';

@@ -1,4 +1,4 @@
-import {http, https} from '../node-builtins.js';
+import {http, https} from '../common/node-builtins.js';
 import type {JsonBody} from './json-body.js';
 
 export interface CallbackAttempt {

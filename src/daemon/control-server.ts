@@ -1,7 +1,7 @@
 import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
-import {fs, net} from '../node-builtins.js';
-import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../control.js';
+import {fs, net} from '../common/node-builtins.js';
+import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../client/control-client.js';
 import {readRecord} from './jobs.js';
 import type {Daemon} from './daemon.js';
 

@@ -2,7 +2,7 @@
 // empty body): GET /jobs, GET /jobs/{id}, GET /jobs/{id}/output[?follow=1], DELETE /jobs/{id}.
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
 import type {ServerResponse} from 'node:http';
-import type {AcceptedKey} from '../config.js';
+import type {AcceptedKey} from '../config/config.js';
 import {readRecord, type JobRecord, type JobState, type JobStore} from './jobs.js';
 import {sendJson} from './reply.js';
 

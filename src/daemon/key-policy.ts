@@ -1,4 +1,4 @@
-import type {AcceptedKey} from '../config.js';
+import type {AcceptedKey} from '../config/config.js';
 import type {ShellRequest} from './shell-request.js';
 
 export class NotAllowed extends Error {}

@@ -1,7 +1,7 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
 import type {AddressInfo, Socket} from 'node:net';
-import {http, https} from '../node-builtins.js';
-import type {BindAddress} from '../bind.js';
+import {http, https} from '../common/node-builtins.js';
+import type {BindAddress} from '../config/bind.js';
 import type {EventBus} from './events.js';
 
 export type ListenerState = 'starting' | 'listening' | 'waiting' | 'failed' | 'closed';

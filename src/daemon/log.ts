@@ -1,5 +1,5 @@
 import type {SidecarEvent} from './events.js';
-import {isoTime} from './iso-time.js';
+import {isoTime} from '../common/iso-time.js';
 
 function plainValue(value: unknown): string {
   if (typeof value === 'string') {

@@ -10,9 +10,9 @@
 import type {IncomingMessage, Server, ServerResponse} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import type {Registry} from 'prom-client';
-import type {BindAddress} from '../bind.js';
-import {http} from '../node-builtins.js';
-import {VERSION} from '../version.js';
+import type {BindAddress} from '../config/bind.js';
+import {http} from '../common/node-builtins.js';
+import {VERSION} from '../protocol/version.js';
 import type {Daemon} from './daemon.js';
 import type {SidecarEvent, SidecarEventBody} from './events.js';
 

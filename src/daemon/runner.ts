@@ -5,7 +5,7 @@
 // with execa 9.
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import type {Readable} from 'node:stream';
-import {fs} from '../node-builtins.js';
+import {fs} from '../common/node-builtins.js';
 
 export interface CommandSpec {
   command: string;

@@ -1,5 +1,5 @@
 import {join} from 'node:path';
-import {fs} from '../node-builtins.js';
+import {fs} from '../common/node-builtins.js';
 
 const {readFileSync, renameSync, writeFileSync} = fs;
 

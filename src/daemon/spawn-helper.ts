@@ -2,9 +2,9 @@ import {spawn, type ChildProcessWithoutNullStreams} from 'node:child_process';
 import type {Socket} from 'node:net';
 import type {Writable} from 'node:stream';
 import {join} from 'node:path';
-import {fs, net} from '../node-builtins.js';
+import {fs, net} from '../common/node-builtins.js';
 import {constants as osConstants} from 'node:os';
-import {PACKAGE_ROOT} from '../package-root.js';
+import {PACKAGE_ROOT} from '../common/package-root.js';
 import type {ShellEvents, Spawner} from './runner.js';
 import {decodeWaitStatus, encodeSpawnRequest} from './spawn-request.js';
 

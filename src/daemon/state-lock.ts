@@ -1,6 +1,6 @@
 import type {Server} from 'node:net';
 import {join} from 'node:path';
-import {fs, net} from '../node-builtins.js';
+import {fs, net} from '../common/node-builtins.js';
 import {isLive} from './control-server.js';
 
 function listen(server: Server, path: string): Promise<void> {

@@ -1,5 +1,5 @@
-import {ConfigError, type Settings} from '../config.js';
-import {fs, tls} from '../node-builtins.js';
+import {ConfigError, type Settings} from '../config/config.js';
+import {fs, tls} from '../common/node-builtins.js';
 import type {TlsMaterial} from './listeners.js';
 
 /**

@@ -1,10 +1,10 @@
-import {DEFAULT_KEY_NAME} from '../config.js';
+import {DEFAULT_KEY_NAME} from '../config/config.js';
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
-import type {StateMessage} from '../control.js';
+import type {StateMessage} from '../client/control-client.js';
 import type {OutputTextEvent} from '../daemon/jobs.js';
-import {formatDuration} from '../duration.js';
-import {printable} from '../printable.js';
+import {formatDuration} from '../common/duration.js';
+import {printable} from '../common/printable.js';
 import {
   applyMessage,
   callbackText,

@@ -1,6 +1,6 @@
 import {Box, Text} from 'ink';
 import {useEffect, useState} from 'react';
-import {printable} from '../printable.js';
+import {printable} from '../common/printable.js';
 import type {DashboardFeed, JobOutputMessage} from './Dashboard.js';
 
 /** Lines kept of the start of the output; the rest of the room goes to its end. */

@@ -1,4 +1,4 @@
-import type {StateMessage} from '../control.js';
+import type {StateMessage} from '../client/control-client.js';
 import type {DaemonStatus} from '../daemon/daemon.js';
 import {countEvent, emptyCounters, type Counters, type RefusalReason, type SidecarEvent} from '../daemon/events.js';
 import type {ListenerStatus} from '../daemon/listeners.js';

@@ -1,5 +1,5 @@
 import {render} from 'ink';
-import {followControlSocket, type ControlRequest} from '../control.js';
+import {followControlSocket, type ControlRequest} from '../client/control-client.js';
 import type {Daemon} from '../daemon/daemon.js';
 import {readRecord} from '../daemon/jobs.js';
 import {Dashboard, type DashboardFeed, type DashboardProps, type JobOutputMessage} from './Dashboard.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import {connect} from 'node:net';
 import {describe, it} from 'node:test';
 import {BadRequest, parseShellRequest} from '../../src/daemon/shell-request.js';
-import {checkAuthHeaders, sign, signRequest} from '../../src/signature.js';
+import {checkAuthHeaders, sign, signRequest} from '../../src/protocol/signature.js';
 import {signedPost, startTestDaemon, TEST_SECRET} from '../helpers.js';
 import {useTally} from './tally.js';
 

@@ -2,9 +2,9 @@ import {execa} from 'execa';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
 import {fileURLToPath} from 'node:url';
-import type {StoredConfig} from '../../src/config.js';
+import type {StoredConfig} from '../../src/config/config.js';
 import {startServeProcess, statusMiB, TEST_SECRET} from '../helpers.js';
-import {signRequest} from '../../src/signature.js';
+import {signRequest} from '../../src/protocol/signature.js';
 import {useTally} from './tally.js';
 
 const tally = useTally(import.meta.url);

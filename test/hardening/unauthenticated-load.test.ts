@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import {randomBytes} from 'node:crypto';
 import {connect, type Socket} from 'node:net';
 import {describe, it} from 'node:test';
-import type {StoredConfig} from '../../src/config.js';
+import type {StoredConfig} from '../../src/config/config.js';
 import {eventually, signedPost, startServeProcess, startTestDaemon, statusMiB} from '../helpers.js';
 import {useTally} from './tally.js';
 

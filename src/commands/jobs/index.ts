@@ -4,7 +4,7 @@ import {jobTable} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
 import type {JobRecordView} from '../../daemon/jobs.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class Jobs extends Command {
   static override summary = 'List the sidecar\'s recent jobs, newest first.';

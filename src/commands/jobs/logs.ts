@@ -2,7 +2,7 @@ import {Args, Command, Flags} from '@oclif/core';
 import {readOutput} from '../../client/jobs-client.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class JobsLogs extends Command {
   static override summary = 'Print a job\'s output: what the sidecar kept, and with --follow the rest as it comes.';

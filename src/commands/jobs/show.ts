@@ -4,7 +4,7 @@ import {jobDetails} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
 import type {JobRecordView} from '../../daemon/jobs.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class JobsShow extends Command {
   static override summary = 'Show one job: its state, result, output sizes and callback.';

@@ -1,7 +1,7 @@
 import {Args, Command, Flags} from '@oclif/core';
 import {configTarget} from '../../admin/config-target.js';
 import {addKey} from '../../admin/keys.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class KeysAdd extends Command {
   static override summary = 'Add a named key, limited to the commands it may run, and apply it without a restart.';

@@ -1,7 +1,7 @@
 import {Command, Flags} from '@oclif/core';
 import {configTarget} from '../../admin/config-target.js';
 import {listKeys, type KeyListing} from '../../admin/keys.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class Keys extends Command {
   static override summary = 'List the keys requests may be signed with, and what each may run.';

@@ -1,7 +1,7 @@
 import {Args, Command, Flags} from '@oclif/core';
 import {configTarget} from '../../admin/config-target.js';
 import {removeKey} from '../../admin/keys.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class KeysRemove extends Command {
   static override summary = 'Remove a named key: requests signed with it are refused from the reload on.';

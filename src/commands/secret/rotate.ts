@@ -1,8 +1,8 @@
 import {Command, Flags} from '@oclif/core';
-import {rotateSecret} from '../../admin.js';
-import {formatDuration, parseDuration} from '../../duration.js';
+import {rotateSecret} from '../../admin/service.js';
+import {formatDuration, parseDuration} from '../../common/duration.js';
 import {configTarget} from '../../admin/config-target.js';
-import {exitCodeFor} from '../../user-error.js';
+import {exitCodeFor} from '../../common/user-error.js';
 
 export default class SecretRotate extends Command {
   static override summary = 'Replace the secret key and apply it to the running service.';

@@ -1,6 +1,6 @@
 import {Command, Flags} from '@oclif/core';
 import {keySecret} from '../../admin/keys.js';
-import {ConfigError, DEFAULT_KEY_NAME, defaultConfigPath, readConfig} from '../../config.js';
+import {ConfigError, DEFAULT_KEY_NAME, defaultConfigPath, readConfig} from '../../config/config.js';
 
 export default class SecretShow extends Command {
   static override summary = 'Print the secret key that DataFlux Func must sign requests with.';

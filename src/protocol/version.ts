@@ -1,6 +1,6 @@
 import {join} from 'node:path';
-import {fs} from './node-builtins.js';
-import {PACKAGE_ROOT} from './package-root.js';
+import {fs} from '../common/node-builtins.js';
+import {PACKAGE_ROOT} from '../common/package-root.js';
 
 const {readFileSync} = fs;
 

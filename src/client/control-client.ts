@@ -1,11 +1,11 @@
 import {homedir, tmpdir} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
-import {crypto, fs, net} from './node-builtins.js';
-import {SYSTEM_CONFIG_PATH} from './config.js';
-import {STATE_DIR} from './system/paths.js';
-import type {DaemonStatus} from './daemon/daemon.js';
-import type {SidecarEvent} from './daemon/events.js';
-import type {OutputTextEvent} from './daemon/jobs.js';
+import {crypto, fs, net} from '../common/node-builtins.js';
+import {SYSTEM_CONFIG_PATH} from '../config/config.js';
+import {STATE_DIR} from '../admin/paths.js';
+import type {DaemonStatus} from '../daemon/daemon.js';
+import type {SidecarEvent} from '../daemon/events.js';
+import type {OutputTextEvent} from '../daemon/jobs.js';
 
 const {createConnection} = net;
 

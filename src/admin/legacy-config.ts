@@ -1,4 +1,4 @@
-import type {StoredConfig} from '../config.js';
+import type {StoredConfig} from '../config/config.js';
 
 /**
  * Reads a config left by the original Sidecar, written as `KEY: value` or `KEY=value` lines

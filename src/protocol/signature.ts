@@ -1,4 +1,4 @@
-import {crypto} from './node-builtins.js';
+import {crypto} from '../common/node-builtins.js';
 
 const {createHash, createHmac, randomBytes, timingSafeEqual} = crypto;
 // One-shot hashing came in Node 20.12; on 20.11 every signature goes through createHmac.

@@ -1,5 +1,5 @@
-import {ConfigError} from './config.js';
-import {SystemError} from './system/systemd.js';
+import {ConfigError} from '../config/config.js';
+import {SystemError} from '../admin/systemd.js';
 
 /** A failure the operator can act on: its message says what to do, with the exit code to use. */
 export class UserError extends Error {

@@ -1,7 +1,7 @@
 import {dirname} from 'node:path';
-import {fs, util} from './node-builtins.js';
-import {ConfigError, defaultConfigPath} from './config.js';
-import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from './control.js';
+import {fs, util} from '../common/node-builtins.js';
+import {ConfigError, defaultConfigPath} from '../config/config.js';
+import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from '../client/control-client.js';
 import {ensurePersonalConfig, serve} from './serve.js';
 
 const {parseArgs} = util;

@@ -1,4 +1,4 @@
-import {net} from './node-builtins.js';
+import {net} from '../common/node-builtins.js';
 
 const {isIP, isIPv6} = net;
 

@@ -1,6 +1,6 @@
 import {homedir} from 'node:os';
 import {basename, dirname, extname, join, resolve} from 'node:path';
-import {crypto, fs, v8} from './node-builtins.js';
+import {crypto, fs, v8} from '../common/node-builtins.js';
 import {AllowFromError, BindError, DEFAULT_BIND, parseAllowFrom, parseBindList, type BindAddress, type SourceNetwork} from './bind.js';
 
 const {randomBytes} = crypto;

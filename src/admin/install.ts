@@ -1,7 +1,7 @@
 import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
 import {basename, dirname, join, relative, resolve} from 'node:path';
-import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from './bind.js';
+import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from '../config/bind.js';
 import {
   ConfigError,
   generateSecretKey,
@@ -11,10 +11,10 @@ import {
   validateConfig,
   writeConfig,
   type StoredConfig,
-} from './config.js';
-import {readSnapshot, SERVICE_CONTROL_SOCKET} from './control.js';
-import {probeBind} from './probe.js';
-import {parseLegacyConfig} from './system/legacy-config.js';
+} from '../config/config.js';
+import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../client/control-client.js';
+import {probeBind} from '../client/probe.js';
+import {parseLegacyConfig} from './legacy-config.js';
 import {
   BIN_DIR,
   COMMANDS_HOME,
@@ -32,13 +32,13 @@ import {
   STATE_DIR,
   UNIT_PATH,
   WRAPPERS,
-} from './system/paths.js';
-import {shellQuote, untrustedRuntimeReason} from './system/runtime.js';
-import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './system/snapshot.js';
-import {run, SystemError, systemctl, systemdIsRunning, unitState} from './system/systemd.js';
-import {INSTALL_MARK, renderUnits, type Units} from './system/unit.js';
-import {UserError} from './user-error.js';
-import {VERSION} from './version.js';
+} from './paths.js';
+import {shellQuote, untrustedRuntimeReason} from './runtime.js';
+import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './snapshot.js';
+import {run, SystemError, systemctl, systemdIsRunning, unitState} from './systemd.js';
+import {INSTALL_MARK, renderUnits, type Units} from './unit.js';
+import {UserError} from '../common/user-error.js';
+import {VERSION} from '../protocol/version.js';
 
 export class InstallError extends UserError {}
 

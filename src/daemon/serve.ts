@@ -1,11 +1,11 @@
-import {fs} from './node-builtins.js';
-import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from './config.js';
-import {startControlServer} from './daemon/control-server.js';
-import {Daemon} from './daemon/daemon.js';
-import {isoTime} from './daemon/iso-time.js';
-import {EventLog} from './daemon/log.js';
-import {MetricsEndpoint} from './daemon/metrics.js';
-import {notifySystemd} from './daemon/notify.js';
+import {fs} from '../common/node-builtins.js';
+import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from '../config/config.js';
+import {startControlServer} from './control-server.js';
+import {Daemon} from './daemon.js';
+import {isoTime} from '../common/iso-time.js';
+import {EventLog} from './log.js';
+import {MetricsEndpoint} from './metrics.js';
+import {notifySystemd} from './notify.js';
 
 const {existsSync} = fs;
 
@@ -93,7 +93,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   try {
     if (options.dashboard) {
       // Ink and React are loaded only here: a plain serve stays lean.
-      const {daemonFeed, runDashboard} = await import('./ui/run.js');
+      const {daemonFeed, runDashboard} = await import('../ui/run.js');
       await runDashboard({feed: daemonFeed(daemon), colour: !process.env.NO_COLOR, onQuit: onStop, exitWhenStopped: true});
     }
     await stopped;

@@ -1,4 +1,4 @@
-import {SYSTEM_CONFIG_PATH} from '../config.js';
+import {SYSTEM_CONFIG_PATH} from '../config/config.js';
 import {BIN_DIR, COMMANDS_HOME, CURRENT_LINK, DAEMON_USER, RUNNER_NAME, RUNNER_SOCKET, RUNNER_SOCKET_UNIT, SERVICE_NAME, SERVICE_USER, STATE_DIR} from './paths.js';
 
 export interface UnitOptions {

@@ -1,7 +1,7 @@
 import {Chalk} from 'chalk';
-import type {EventLevel, SidecarEvent} from './daemon/events.js';
-import {formatFields} from './daemon/log.js';
-import {SERVICE_NAME} from './system/paths.js';
+import type {EventLevel, SidecarEvent} from '../daemon/events.js';
+import {formatFields} from '../daemon/log.js';
+import {SERVICE_NAME} from './paths.js';
 
 export interface LogQuery {
   follow: boolean;

@@ -1,7 +1,7 @@
-import {funcJson} from './func-json.js';
-import {http, https} from './node-builtins.js';
-import {signRequest} from './signature.js';
-import {UserError} from './user-error.js';
+import {funcJson} from '../protocol/func-json.js';
+import {http, https} from '../common/node-builtins.js';
+import {signRequest} from '../protocol/signature.js';
+import {UserError} from '../common/user-error.js';
 
 export interface ExecRequest {
   command: string;

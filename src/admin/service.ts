@@ -1,17 +1,17 @@
 import {existsSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
-import {allowFromAdditions, DEFAULT_BIND, parseBindList} from './bind.js';
-import {ConfigError, DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from './config.js';
-import type {ConfigTarget} from './admin/config-target.js';
-import {rotateKey} from './admin/keys.js';
-import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from './control.js';
-import type {Counters} from './daemon/events.js';
-import type {ListenerState} from './daemon/listeners.js';
+import {allowFromAdditions, DEFAULT_BIND, parseBindList} from '../config/bind.js';
+import {ConfigError, DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from '../config/config.js';
+import type {ConfigTarget} from './config-target.js';
+import {rotateKey} from './keys.js';
+import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from '../client/control-client.js';
+import type {Counters} from '../daemon/events.js';
+import type {ListenerState} from '../daemon/listeners.js';
 import {writeSystemConfig} from './install.js';
-import {probeBind} from './probe.js';
-import {SERVICE_NAME, UNIT_PATH} from './system/paths.js';
-import {systemctl, unitState, type UnitState} from './system/systemd.js';
-import {UserError} from './user-error.js';
+import {probeBind} from '../client/probe.js';
+import {SERVICE_NAME, UNIT_PATH} from './paths.js';
+import {systemctl, unitState, type UnitState} from './systemd.js';
+import {UserError} from '../common/user-error.js';
 
 export class AdminError extends UserError {}
 

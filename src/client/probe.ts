@@ -1,6 +1,6 @@
-import {http, https} from './node-builtins.js';
-import type {BindAddress} from './bind.js';
-import {formatBindAddress} from './bind.js';
+import {http, https} from '../common/node-builtins.js';
+import type {BindAddress} from '../config/bind.js';
+import {formatBindAddress} from '../config/bind.js';
 
 export interface BindProbe {
   address: string;
