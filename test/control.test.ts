@@ -3,11 +3,13 @@ import {chmodSync, mkdirSync, statSync} from 'node:fs';
 import {createConnection} from 'node:net';
 import {join} from 'node:path';
 import {after, describe, it} from 'node:test';
-import {controlSocketFor, ensurePrivateDirectory, followControlSocket, readSnapshot, serveControlSocket, stateDirectoryFor, type ControlMessage} from '../src/client/control-client.js';
+import {followControlSocket, readSnapshot} from '../src/client/control-client.js';
 import {SLOW_CLIENT_BYTES, startControlServer} from '../src/daemon/control-server.js';
 import {socketFeed} from '../src/ui/run.js';
-import type {JobOutputMessage} from '../src/ui/Dashboard.js';
 import {eventually, signedPost, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from '../src/config/runtime-paths.js';
+import type {ControlMessage} from '../src/protocol/control-messages.js';
+import type {JobOutputMessage} from '../src/ui/feed.js';
 
 describe('control socket', async () => {
   const {daemon, url} = await startTestDaemon();

@@ -6,16 +6,7 @@ import {describe, it} from 'node:test';
 import {formatEvent} from '../src/daemon/log.js';
 import {SPAWN_HELPER_PATH} from '../src/daemon/spawn-helper.js';
 import {sign, signRequest} from '../src/protocol/signature.js';
-import {
-  eventually,
-  processExists,
-  signedPost,
-  startCallbackReceiver,
-  startTestDaemon,
-  tempDir,
-  TEST_SECRET,
-  type TestSpawner,
-} from './helpers.js';
+import {eventually, processExists, signedPost, startCallbackReceiver, startTestDaemon, tempDir, TEST_SECRET, type TestSpawner} from './helpers.js';
 
 /** Sends raw bytes with the given headers (what fetch would not let us send). */
 function rawPost(url: string, headers: Record<string, string>, body: Buffer | string, chunks?: Buffer[]) {

@@ -3,11 +3,12 @@ import {EventEmitter} from 'node:events';
 import {afterEach, describe, it} from 'node:test';
 import {render as renderInk} from 'ink';
 import {render as renderForTest} from 'ink-testing-library';
-import type {Snapshot} from '../src/client/control-client.js';
 import {emptyCounters, type SidecarEvent, type SidecarEventBody} from '../src/daemon/events.js';
-import {Dashboard, type DashboardFeed, type FeedMessage} from '../src/ui/Dashboard.js';
+import {Dashboard} from '../src/ui/Dashboard.js';
 import {daemonFeed} from '../src/ui/run.js';
 import {eventually, signedPost, startTestDaemon} from './helpers.js';
+import type {Snapshot} from '../src/protocol/control-messages.js';
+import type {DashboardFeed, FeedMessage} from '../src/ui/feed.js';
 
 const NOW = Date.parse('2026-11-24T12:00:00.000Z');
 

@@ -2,43 +2,18 @@ import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSyn
 import {networkInterfaces} from 'node:os';
 import {basename, dirname, join, relative, resolve} from 'node:path';
 import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from '../config/bind.js';
-import {
-  ConfigError,
-  generateSecretKey,
-  NUMERIC_SETTINGS,
-  newSecretKeyProblem,
-  SYSTEM_CONFIG_PATH,
-  validateConfig,
-  writeConfig,
-  type StoredConfig,
-} from '../config/config.js';
-import {readSnapshot, SERVICE_CONTROL_SOCKET} from '../client/control-client.js';
+import {ConfigError, generateSecretKey, NUMERIC_SETTINGS, newSecretKeyProblem, SYSTEM_CONFIG_PATH, validateConfig, writeConfig, type StoredConfig} from '../config/config.js';
+import {readSnapshot} from '../client/control-client.js';
 import {probeBind} from '../client/probe.js';
 import {parseLegacyConfig} from './legacy-config.js';
-import {
-  BIN_DIR,
-  COMMANDS_HOME,
-  CURRENT_LINK,
-  DAEMON_USER,
-  LIB_DIR,
-  ORIGINAL_BACKUP_DIR,
-  RELEASES_DIR,
-  RUNNER_NAME,
-  RUNNER_SERVICE_PATH,
-  RUNNER_SOCKET_PATH,
-  RUNNER_SOCKET_UNIT,
-  SERVICE_NAME,
-  SERVICE_USER,
-  STATE_DIR,
-  UNIT_PATH,
-  WRAPPERS,
-} from './paths.js';
+import {BIN_DIR, COMMANDS_HOME, CURRENT_LINK, DAEMON_USER, LIB_DIR, ORIGINAL_BACKUP_DIR, RELEASES_DIR, RUNNER_NAME, RUNNER_SERVICE_PATH, RUNNER_SOCKET_PATH, RUNNER_SOCKET_UNIT, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './paths.js';
 import {shellQuote, untrustedRuntimeReason} from './runtime.js';
 import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './snapshot.js';
 import {run, SystemError, systemctl, systemdIsRunning, unitState} from './systemd.js';
 import {INSTALL_MARK, renderUnits, type Units} from './unit.js';
 import {UserError} from '../common/user-error.js';
 import {VERSION} from '../protocol/version.js';
+import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 
 export class InstallError extends UserError {}
 

@@ -2,49 +2,23 @@ import {existsSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
 import {allowFromAdditions, DEFAULT_BIND, parseBindList} from '../config/bind.js';
 import {ConfigError, DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from '../config/config.js';
-import type {ConfigTarget} from './config-target.js';
+import {reloadService, type ConfigTarget, type ReloadOutcome} from './config-target.js';
 import {rotateKey} from './keys.js';
-import {controlSocketFor, readSnapshot, SERVICE_CONTROL_SOCKET, type Snapshot} from '../client/control-client.js';
+import {readSnapshot} from '../client/control-client.js';
 import type {Counters} from '../daemon/events.js';
 import type {ListenerState} from '../daemon/listeners.js';
 import {writeSystemConfig} from './install.js';
 import {probeBind} from '../client/probe.js';
 import {SERVICE_NAME, UNIT_PATH} from './paths.js';
-import {systemctl, unitState, type UnitState} from './systemd.js';
+import {unitState, type UnitState} from './systemd.js';
 import {UserError} from '../common/user-error.js';
+import {controlSocketFor, SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
+import type {Snapshot} from '../protocol/control-messages.js';
 
 export class AdminError extends UserError {}
 
 export function readSystemConfig(): StoredConfig {
   return readConfig(SYSTEM_CONFIG_PATH);
-}
-
-async function serviceIsActive(): Promise<boolean> {
-  return (await unitState()).activeState === 'active';
-}
-
-/** `refused`: the daemon read the new config and kept its previous one (it says why). */
-export type ReloadOutcome = {applied: true; changed: string[]} | {applied: false; reason: string; refused?: true};
-
-/** Reloads the running service (SIGHUP, no restart) and waits for it to report the outcome. */
-export async function reloadService(timeoutMs = 10_000): Promise<ReloadOutcome> {
-  if (!(await serviceIsActive())) return {applied: false, reason: `${SERVICE_NAME} is not running; the new config applies when it starts`};
-  const since = Date.now() - 1;
-  await systemctl('reload', SERVICE_NAME);
-  return reloadOutcome(SERVICE_CONTROL_SOCKET, since, timeoutMs, `the service did not confirm the reload within ${timeoutMs / 1000} s`);
-}
-
-/** What a daemon says of the reload asked of it at `since`, through its control socket. */
-export async function reloadOutcome(socket: string, since: number, timeoutMs: number, silence: string): Promise<ReloadOutcome> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const {history} = await readSnapshot(socket);
-    const outcome = history.findLast((event) => event.time >= since && (event.type === 'config-reloaded' || event.type === 'reload-failed'));
-    if (outcome?.type === 'config-reloaded') return {applied: true, changed: outcome.changed};
-    if (outcome?.type === 'reload-failed') return {applied: false, reason: outcome.error, refused: true};
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {applied: false, reason: silence};
 }
 
 export interface BindReport {

@@ -1,10 +1,10 @@
 // `dffs-ctl exec`: the command starts as a job (wait=false), and its output is followed as it comes
 // (GET /jobs/{id}/output?follow=1), so a long command shows its lines at once. Ctrl-C asks whether
 // to cancel the job or to leave it running; where no one can answer (no terminal), it cancels.
-import type {JobRecordView} from '../daemon/jobs.js';
 import {ExecError, sendShell, type ExecRequest} from './exec-client.js';
 import {cancelJob, readOutput} from './jobs-client.js';
 import type {SidecarTarget} from './target.js';
+import type {JobRecordView} from '../protocol/job-record.js';
 
 const SIGNAL_NUMBERS: Record<string, number> = {SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15};
 

@@ -1,6 +1,6 @@
 // How `dffs-ctl jobs` prints records for a person: one line per job, or one job's fields.
-import type {JobRecordView} from '../daemon/jobs.js';
 import {printable} from '../common/printable.js';
+import type {JobRecordView} from '../protocol/job-record.js';
 
 const COMMAND_WIDTH = 60;
 

@@ -1,9 +1,9 @@
 // The job endpoints from the client's side: list, show, cancel, and the output followed as it comes.
-import type {JobRecordView, OutputStream} from '../daemon/jobs.js';
 import {ExecError, parseReply, send, unreachable, type ExecReply} from './exec-client.js';
 import {http, https} from '../common/node-builtins.js';
 import {signRequest} from '../protocol/signature.js';
 import type {SidecarTarget} from './target.js';
+import type {JobRecordView, OutputStream} from '../protocol/job-record.js';
 
 /** A signed GET or DELETE under /jobs (an empty body; the query is not signed, as Func signs the path only). */
 export async function jobsRequest(target: SidecarTarget, method: 'GET' | 'DELETE', path: string, query = ''): Promise<ExecReply> {

@@ -1,7 +1,7 @@
 import {existsSync} from 'node:fs';
 import {Command, Flags} from '@oclif/core';
 import {defaultConfigPath} from '../config/config.js';
-import {controlSocketFor, SERVICE_CONTROL_SOCKET} from '../client/control-client.js';
+import {controlSocketFor, SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 
 export default class Tui extends Command {
   static override summary = 'Watch the running sidecar live: requests, commands, refusals, callbacks.';

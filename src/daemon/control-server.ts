@@ -1,12 +1,13 @@
 import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
 import {fs, net} from '../common/node-builtins.js';
-import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../client/control-client.js';
 import {readRecord} from './jobs.js';
+import {isLive} from './state-lock.js';
 import type {Daemon} from './daemon.js';
+import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../protocol/control-messages.js';
 
 const {chmodSync, mkdirSync, unlinkSync} = fs;
-const {createConnection, createServer} = net;
+const {createServer} = net;
 
 /** Past this much unsent data a client is too slow, and is dropped rather than buffered. */
 export const SLOW_CLIENT_BYTES = 1024 * 1024;
@@ -19,17 +20,6 @@ function send(socket: Socket, message: ControlMessage): void {
   socket.write(`${JSON.stringify(message)}\n`);
 }
 
-/** Whether a process answers on a Unix socket. */
-export function isLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = createConnection(path);
-    probe.on('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.on('error', () => resolve(false));
-  });
-}
 
 /**
  * A client's requests: a job's output, followed until it ends or the client lets go, and a job's

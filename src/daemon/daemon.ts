@@ -2,7 +2,6 @@ import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {crypto, fs} from '../common/node-builtins.js';
 import {DEFAULT_KEY_NAME, MIN_SECRET_LENGTH, readConfig, resolveSettings, type AcceptedKey, type ConfigOverrides, type Settings} from '../config/config.js';
-import type {Snapshot} from '../client/control-client.js';
 import {checkAuthHeaders, matchingKey, type AuthHeaderCheck} from '../protocol/signature.js';
 import {applyKeyPolicy, NotAllowed} from './key-policy.js';
 import {greeting, VERSION} from '../protocol/version.js';
@@ -24,6 +23,7 @@ import {RunningFile} from './running-file.js';
 import {findSpawnHelper, SpawnHelper} from './spawn-helper.js';
 import {lockStateDirectory} from './state-lock.js';
 import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
+import type {DaemonStatus, Snapshot} from '../protocol/control-messages.js';
 
 const {randomUUID} = crypto;
 
@@ -68,28 +68,6 @@ interface RunningJob {
   job: Job;
   command: RunningCommand;
   startedAt: number;
-}
-
-export interface RunningJobStatus {
-  jobId: string;
-  command: string;
-  pid: number | undefined;
-  startedAt: string;
-  remote: string;
-  key: string;
-}
-
-export interface DaemonStatus {
-  version: string;
-  pid: number;
-  startedAt: string;
-  uptimeSeconds: number;
-  configPath: string;
-  bind: ListenerStatus[];
-  secret: {configured: boolean; createdAt?: string; oldKeyAcceptedUntil?: string};
-  counters: Counters;
-  running: RunningJobStatus[];
-  queued: number;
 }
 
 class Refusal extends Error {

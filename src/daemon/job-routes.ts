@@ -3,8 +3,9 @@
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
 import type {ServerResponse} from 'node:http';
 import type {AcceptedKey} from '../config/config.js';
-import {readRecord, type JobRecord, type JobState, type JobStore} from './jobs.js';
+import {readRecord, type JobRecord, type JobStore} from './jobs.js';
 import {sendJson} from './reply.js';
+import type {JobState} from '../protocol/job-record.js';
 
 export type JobRoute =
   | {kind: 'list'}

@@ -6,21 +6,11 @@
 // MAX_QUEUED already.
 import {StringDecoder} from 'node:string_decoder';
 import type {CommandResult} from './runner.js';
-
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'timed-out' | 'cancelled' | 'spawner-stopped';
+import type {JobRecordView, JobState, NewJob, OutputStream, OutputTextEvent} from '../protocol/job-record.js';
 
 /** Bytes kept of the start of each stream, and again of its end. */
 export const OUTPUT_SAMPLE_BYTES = 64 * 1024;
 
-export type OutputStream = 'stdout' | 'stderr';
-
-export interface CallbackAttempt {
-  attempt: number;
-  ok: boolean;
-  status?: number;
-  error?: string;
-  durationMs?: number;
-}
 
 /** What a follower of a job's output is told: each piece as it comes, as text, then the end. One object for every follower. */
 export type JobOutputEvent = {stream: OutputStream; data: string} | {end: JobRecordView};
@@ -83,39 +73,7 @@ export class OutputSample {
   }
 }
 
-export interface NewJob {
-  id: string;
-  key: string;
-  remote: string;
-  command: string;
-  /** Set when the command is longer than COMMAND_KEPT_CHARS: its whole length. */
-  commandLength?: number;
-  wait: boolean;
-  workdir?: string;
-  /** The callback URL's origin: its path and query may hold a token. */
-  callback?: string;
-  timeoutSeconds: number;
-}
 
-/** A job record as the HTTP interface and the control socket show it. */
-export interface JobRecordView extends NewJob {
-  state: JobState;
-  queuedAt: string;
-  startedAt?: string;
-  finishedAt?: string;
-  pid?: number;
-  exitCode?: number | null;
-  signal?: string | null;
-  timedOut?: boolean;
-  truncated?: boolean;
-  durationMs?: number;
-  stdoutBytes: number;
-  stderrBytes: number;
-  error?: string;
-  /** False once the store has let go of the output, to stay within JOB_OUTPUT_KEPT. */
-  outputKept: boolean;
-  callbackDelivery?: {outcome: 'pending' | 'delivered' | 'failed'; attempts: CallbackAttempt[]};
-}
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
@@ -310,9 +268,6 @@ export class JobStore {
     }
   }
 }
-
-/** A job's output as text, for a reader: each piece, the bytes not kept between head and tail, then the end. */
-export type OutputTextEvent = {stream: OutputStream; data: string} | {skipped: {stream: OutputStream; bytes: number}} | {result: JobRecordView};
 
 /**
  * What a record keeps of its output, then (with `follow`, while the job runs) each piece as it

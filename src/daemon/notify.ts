@@ -11,8 +11,9 @@
  */
 import {spawn, type ChildProcessByStdio} from 'node:child_process';
 import type {Readable, Writable} from 'node:stream';
-import type {Daemon, DaemonStatus} from './daemon.js';
+import type {Daemon} from './daemon.js';
 import {findSpawnHelper} from './spawn-helper.js';
+import type {DaemonStatus} from '../protocol/control-messages.js';
 
 /** STATUS= is for people reading `systemctl status`: a datagram a second at most, whatever the traffic. */
 const STATUS_EVERY_MS = 1000;

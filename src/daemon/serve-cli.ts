@@ -1,8 +1,8 @@
 import {dirname} from 'node:path';
 import {fs, util} from '../common/node-builtins.js';
 import {ConfigError, defaultConfigPath} from '../config/config.js';
-import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from '../client/control-client.js';
 import {ensurePersonalConfig, serve} from './serve.js';
+import {controlSocketFor, ensurePrivateDirectory, serveControlSocket, stateDirectoryFor} from '../config/runtime-paths.js';
 
 const {parseArgs} = util;
 

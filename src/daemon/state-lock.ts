@@ -1,7 +1,6 @@
 import type {Server} from 'node:net';
 import {join} from 'node:path';
 import {fs, net} from '../common/node-builtins.js';
-import {isLive} from './control-server.js';
 
 function listen(server: Server, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -32,4 +31,16 @@ export async function lockStateDirectory(directory: string): Promise<{release():
   }
   fs.chmodSync(path, 0o600);
   return {release: () => server.close()};
+}
+
+/** Whether a process answers on a Unix socket. */
+export function isLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createConnection(path);
+    probe.on('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', () => resolve(false));
+  });
 }

@@ -1,36 +1,11 @@
 import {DEFAULT_KEY_NAME} from '../config/config.js';
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
-import type {StateMessage} from '../client/control-client.js';
-import type {OutputTextEvent} from '../daemon/jobs.js';
 import {formatDuration} from '../common/duration.js';
 import {printable} from '../common/printable.js';
-import {
-  applyMessage,
-  callbackText,
-  disconnected,
-  initialState,
-  matchesFilter,
-  rateSeries,
-  rowStateText,
-  sparkline,
-  type DashboardState,
-  type RequestRow,
-} from './model.js';
+import {applyMessage, callbackText, disconnected, initialState, matchesFilter, rateSeries, rowStateText, sparkline, type DashboardState, type RequestRow} from './model.js';
 import {JobOutput} from './JobOutput.js';
-
-export type FeedMessage = StateMessage | {type: 'disconnected'; reason: string};
-
-/** A job's output as the details view follows it; `reset`: the connection came back, and it starts again. */
-export type JobOutputMessage = OutputTextEvent | {missing: true} | {reset: true};
-
-/** Where the dashboard's data comes from: the daemon in this process, or its control socket. */
-export interface DashboardFeed {
-  subscribe(listener: (message: FeedMessage) => void): () => void;
-  /** A job's output: what is kept, then the rest as it comes, then its end. Returns the unsubscribe. */
-  output(jobId: string, listener: (message: JobOutputMessage) => void): () => void;
-  cancel(jobId: string): Promise<'cancelling' | 'finished' | 'not-found'>;
-}
+import type {DashboardFeed} from './feed.js';
 
 export interface DashboardProps {
   feed: DashboardFeed;

@@ -1,7 +1,7 @@
 import {Box, Text} from 'ink';
 import {useEffect, useState} from 'react';
 import {printable} from '../common/printable.js';
-import type {DashboardFeed, JobOutputMessage} from './Dashboard.js';
+import type {DashboardFeed, JobOutputMessage} from './feed.js';
 
 /** Lines kept of the start of the output; the rest of the room goes to its end. */
 const HEAD_LINES = 3;

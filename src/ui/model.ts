@@ -1,7 +1,6 @@
-import type {StateMessage} from '../client/control-client.js';
-import type {DaemonStatus} from '../daemon/daemon.js';
 import {countEvent, emptyCounters, type Counters, type RefusalReason, type SidecarEvent} from '../daemon/events.js';
 import type {ListenerStatus} from '../daemon/listeners.js';
+import type {StateMessage, DaemonStatus} from '../protocol/control-messages.js';
 
 export interface CallbackAttemptRow {
   attempt: number;

@@ -1,8 +1,10 @@
 import {render} from 'ink';
-import {followControlSocket, type ControlRequest} from '../client/control-client.js';
+import {followControlSocket} from '../client/control-client.js';
 import type {Daemon} from '../daemon/daemon.js';
 import {readRecord} from '../daemon/jobs.js';
-import {Dashboard, type DashboardFeed, type DashboardProps, type JobOutputMessage} from './Dashboard.js';
+import {Dashboard, type DashboardProps} from './Dashboard.js';
+import type {ControlRequest} from '../protocol/control-messages.js';
+import type {DashboardFeed, JobOutputMessage} from './feed.js';
 
 /** The daemon in this process: its snapshot, then its events as they come. */
 export function daemonFeed(daemon: Daemon): DashboardFeed {

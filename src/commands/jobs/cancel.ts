@@ -2,8 +2,8 @@ import {Args, Command} from '@oclif/core';
 import {cancelJob} from '../../client/jobs-client.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
-import type {JobRecordView} from '../../daemon/jobs.js';
 import {exitCodeFor} from '../../common/user-error.js';
+import type {JobRecordView} from '../../protocol/job-record.js';
 
 export default class JobsCancel extends Command {
   static override summary = 'Cancel a queued or running job: its whole process tree ends.';

@@ -3,8 +3,8 @@ import {listJobs} from '../../client/jobs-client.js';
 import {jobTable} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
-import type {JobRecordView} from '../../daemon/jobs.js';
 import {exitCodeFor} from '../../common/user-error.js';
+import type {JobRecordView} from '../../protocol/job-record.js';
 
 export default class Jobs extends Command {
   static override summary = 'List the sidecar\'s recent jobs, newest first.';

@@ -3,8 +3,8 @@ import {showJob} from '../../client/jobs-client.js';
 import {jobDetails} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
-import type {JobRecordView} from '../../daemon/jobs.js';
 import {exitCodeFor} from '../../common/user-error.js';
+import type {JobRecordView} from '../../protocol/job-record.js';
 
 export default class JobsShow extends Command {
   static override summary = 'Show one job: its state, result, output sizes and callback.';
