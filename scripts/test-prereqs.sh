@@ -9,11 +9,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 # suite: package for each command or file it needs (command:package, or /path:package).
 needs=(
-  "systemd sandbox (systemd, bundle, faults):systemd-nspawn:systemd-container debootstrap:debootstrap"
+  "systemd sandbox (systemd, bundle, faults, fleet):systemd-nspawn:systemd-container debootstrap:debootstrap"
   "offline bundles (bundle):gcc:gcc readelf:binutils aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1:libc6-arm64-cross /usr/aarch64-linux-gnu/lib/libstdc++.so.6:libstdc++6-arm64-cross /usr/aarch64-linux-gnu/lib/libgcc_s.so.1:libgcc-s1-arm64-cross"
   "dashboard in a terminal (tmux):tmux:tmux"
   "Func's client (python-client):python3-requests:python3-requests curl:curl"
   "Prometheus metrics (metrics):promtool:prometheus"
+  "fleet with Ansible (fleet):ansible-playbook:ansible-core ssh:openssh-client ssh-keygen:openssh-client"
 )
 
 has() {
@@ -55,7 +56,7 @@ if [ ${#missing_packages[@]} -gt 0 ]; then
 fi
 
 if [ "$(id -u)" != 0 ]; then
-  echo "test-prereqs: not root, so the systemd sandbox suites (systemd, bundle, faults) will fail: systemd-nspawn needs root" >&2
+  echo "test-prereqs: not root, so the systemd sandbox suites (systemd, bundle, faults, fleet) will fail: systemd-nspawn needs root" >&2
   exit 1
 fi
 # The sandbox's Debian root file system, built once (about a minute) and cached.
