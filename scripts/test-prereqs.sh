@@ -46,7 +46,15 @@ can_install=false
 if [ ${#missing_packages[@]} -gt 0 ]; then
   if $can_install; then
     echo "test-prereqs: installing ${missing_packages[*]}" >&2
-    apt-get update -qq >/dev/null && apt-get install -y -qq "${missing_packages[@]}" >/dev/null \
+    # Recommends stay wanted (gcc's libc6-dev), except ansible-core's: the whole of Debian's
+    # ansible, hundreds of megabytes of collections that the playbook does not use.
+    lean=() full=()
+    for package in "${missing_packages[@]}"; do
+      if [ "$package" = ansible-core ]; then lean+=("$package"); else full+=("$package"); fi
+    done
+    apt-get update -qq >/dev/null \
+      && { [ ${#full[@]} -eq 0 ] || apt-get install -y -qq "${full[@]}" >/dev/null; } \
+      && { [ ${#lean[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null; } \
       || { echo "test-prereqs: apt-get install ${missing_packages[*]} failed" >&2; exit 1; }
   else
     why=$([ "$(id -u)" = 0 ] && echo "no apt-get" || echo "not root")

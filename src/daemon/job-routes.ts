@@ -4,6 +4,8 @@
 import type {ServerResponse} from 'node:http';
 import type {AcceptedKey} from '../config/config.js';
 import {readRecord, type JobRecord, type JobStore} from './jobs.js';
+import type {CancelOutcome} from './job-queue.js';
+import {Refusal} from './refusal.js';
 import {sendJson} from './reply.js';
 import type {JobState} from '../protocol/job-record.js';
 
@@ -153,4 +155,30 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
     }
   });
   res.once('close', end);
+}
+
+export interface JobRouteContext {
+  jobs: JobStore;
+  followers: FollowerSlots;
+  cancel(id: string, by: string): CancelOutcome;
+}
+
+/** A verified request under /jobs: the body must be empty; a job the key may not see is not found, as an unknown one. */
+export function answerJob(res: ServerResponse, request: string, job: JobRoute, key: AcceptedKey, body: Buffer, query: URLSearchParams, context: JobRouteContext): void {
+  if (body.length > 0) throw new Refusal(400, 'bad-request', `${request} takes no body: sign it with an empty one`, key.name);
+  if (job.kind === 'list') {
+    listJobs(res, context.jobs, key, query);
+    return;
+  }
+  const record = context.jobs.get(job.id);
+  if (!record || !keySees(key, record)) throw new Refusal(404, 'job-not-found', `no job ${job.id}: it is unknown, another key's, or older than the records kept (JOB_HISTORY)`, key.name);
+  if (job.kind === 'show') sendJson(res, 200, {ok: true, message: '', data: record.view()});
+  else if (job.kind === 'output') {
+    const follow = query.get('follow') === '1' || query.get('follow') === 'true';
+    const full = follow && !record.finished ? context.followers.refusal(key.name) : undefined;
+    if (full) throw new Refusal(429, 'too-many-followers', full, key.name);
+    streamOutput(res, record, follow, follow ? context.followers.take(key.name) : undefined);
+  } else if (context.cancel(job.id, key.name) === 'finished') {
+    throw new Refusal(409, 'job-finished', `job ${job.id} has already ended or is ending (${record.state}): there is nothing to cancel`, key.name);
+  } else sendJson(res, 202, {ok: true, message: `job ${job.id} is being cancelled`, data: record.view()});
 }

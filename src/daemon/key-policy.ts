@@ -1,5 +1,6 @@
-import type {AcceptedKey} from '../config/config.js';
-import type {ShellRequest} from './shell-request.js';
+import type {AcceptedKey, Settings} from '../config/config.js';
+import {Refusal} from './refusal.js';
+import {BadRequest, parseShellRequest, type ShellRequest} from './shell-request.js';
 
 export class NotAllowed extends Error {}
 
@@ -43,4 +44,21 @@ export function applyKeyPolicy(key: AcceptedKey, request: ShellRequest, defaultT
     ...(policy.workdir === undefined ? {} : {workdir: policy.workdir}),
     ...(policy.maxTimeout === undefined ? {} : {timeoutSeconds: request.timeoutSeconds ?? Math.min(policy.maxTimeout, defaultTimeoutSeconds)}),
   };
+}
+
+/** Stage 4 of POST /shell: a verified body as the request to run, within what its key may run; or a Refusal. */
+export function requestToRun(body: Buffer, key: AcceptedKey, settings: Settings): ShellRequest {
+  let request: ShellRequest;
+  try {
+    request = parseShellRequest(body, settings.COMMAND_TIMEOUT);
+  } catch (error) {
+    if (error instanceof BadRequest) throw new Refusal(400, 'bad-request', error.message);
+    throw error;
+  }
+  try {
+    return applyKeyPolicy(key, request, settings.COMMAND_TIMEOUT);
+  } catch (error) {
+    if (error instanceof NotAllowed) throw new Refusal(403, 'command-not-allowed', error.message, key.name);
+    throw error;
+  }
 }

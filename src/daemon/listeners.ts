@@ -217,3 +217,19 @@ export class Listener {
     });
   }
 }
+
+/** Opens a listener for each bind address that has none (or a failed one), and closes those no bind wants any more. */
+export function applyBinds(listeners: Map<string, Listener>, binds: BindAddress[], open: (address: BindAddress) => Listener): void {
+  const wanted = new Map(binds.map((address) => [address.label, address]));
+  for (const [label, listener] of listeners) {
+    if (wanted.has(label)) continue;
+    void listener.close();
+    listeners.delete(label);
+  }
+  for (const [label, address] of wanted) {
+    const existing = listeners.get(label);
+    if (existing && existing.state !== 'failed') continue;
+    if (existing) void existing.close();
+    listeners.set(label, open(address));
+  }
+}

@@ -1,5 +1,8 @@
 import {isUtf8} from 'node:buffer';
+import {userInfo} from 'node:os';
 import {isAbsolute} from 'node:path';
+import {fs} from '../common/node-builtins.js';
+import {Refusal} from './refusal.js';
 
 /** A validated `POST /shell` body. */
 export interface ShellRequest {
@@ -136,4 +139,22 @@ export function parseShellRequest(body: Uint8Array, maxTimeoutSeconds: number): 
     request.timeoutSeconds = timeout;
   }
   return request;
+}
+
+/** A workdir the daemon's own user must enter: checked before the command is accepted. */
+export async function checkWorkdir(workdir: string): Promise<void> {
+  // fs.promises loads on the first request with a workdir, not at start.
+  const {stat, access} = fs.promises;
+  let info;
+  try {
+    info = await stat(workdir);
+  } catch {
+    throw new Refusal(400, 'bad-request', `workdir ${workdir} does not exist`);
+  }
+  if (!info.isDirectory()) throw new Refusal(400, 'bad-request', `workdir ${workdir} is not a directory`);
+  try {
+    await access(workdir, fs.constants.X_OK);
+  } catch {
+    throw new Refusal(400, 'bad-request', `workdir ${workdir} cannot be entered by user ${userInfo().username}`);
+  }
 }
