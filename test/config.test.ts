@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import {readFileSync, statSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {describe, it} from 'node:test';
-import {ConfigError, defaultConfigPath, generateSecretKey, readConfig, resolveSettings, SYSTEM_CONFIG_PATH, writeConfig} from '../src/config/config.js';
+import {ConfigError, defaultConfigPath, readConfig, resolveSettings, SYSTEM_CONFIG_PATH, writeConfig} from '../src/config/config.js';
 import {ensurePersonalConfig, PERSONAL_BIND} from '../src/daemon/serve.js';
 import {tempDir} from './helpers.js';
+import {generateSecretKey} from '../src/config/keys.js';
 
 describe('config', () => {
   it('lives in /etc for root and in the XDG config home otherwise', () => {

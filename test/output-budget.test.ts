@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
-import {CappedOutput, OutputBudget} from '../src/daemon/runner.js';
+import {CappedOutput, OutputBudget} from '../src/daemon/output-budget.js';
 
 const bytes = (size: number, fill: string) => Buffer.alloc(size, fill);
 

@@ -2,7 +2,7 @@ import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSyn
 import {networkInterfaces} from 'node:os';
 import {basename, dirname, join, relative, resolve} from 'node:path';
 import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from '../config/bind.js';
-import {ConfigError, generateSecretKey, NUMERIC_SETTINGS, newSecretKeyProblem, SYSTEM_CONFIG_PATH, validateConfig, writeConfig, type StoredConfig} from '../config/config.js';
+import {ConfigError, NUMERIC_SETTINGS, SYSTEM_CONFIG_PATH, validateConfig, writeConfig, type StoredConfig} from '../config/config.js';
 import {readSnapshot} from '../client/control-client.js';
 import {probeBind} from '../client/probe.js';
 import {parseLegacyConfig} from './legacy-config.js';
@@ -14,6 +14,7 @@ import {INSTALL_MARK, renderUnits, type Units} from './unit.js';
 import {UserError} from '../common/user-error.js';
 import {VERSION} from '../protocol/version.js';
 import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
+import {generateSecretKey, newSecretKeyProblem} from '../config/keys.js';
 
 export class InstallError extends UserError {}
 

@@ -1,5 +1,6 @@
-import {DEFAULT_KEY_NAME, generateSecretKey, KEY_NAME, namedKeyProblem, newSecretKeyProblem, type KeyPolicy, type NamedKey, type StoredConfig} from '../config/config.js';
+import {type StoredConfig} from '../config/config.js';
 import {UserError} from '../common/user-error.js';
+import {DEFAULT_KEY_NAME, generateSecretKey, KEY_NAME, namedKeyProblem, newSecretKeyProblem, type KeyPolicy, type NamedKey} from '../config/keys.js';
 
 export class KeysError extends UserError {}
 

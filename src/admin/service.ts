@@ -1,7 +1,7 @@
 import {existsSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
 import {allowFromAdditions, DEFAULT_BIND, parseBindList} from '../config/bind.js';
-import {ConfigError, DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from '../config/config.js';
+import {ConfigError, readConfig, SYSTEM_CONFIG_PATH, type StoredConfig} from '../config/config.js';
 import {reloadService, type ConfigTarget, type ReloadOutcome} from './config-target.js';
 import {rotateKey} from './keys.js';
 import {readSnapshot} from '../client/control-client.js';
@@ -14,6 +14,7 @@ import {unitState, type UnitState} from './systemd.js';
 import {UserError} from '../common/user-error.js';
 import {controlSocketFor, SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 import type {Snapshot} from '../protocol/control-messages.js';
+import {DEFAULT_KEY_NAME, generateSecretKey, newSecretKeyProblem} from '../config/keys.js';
 
 export class AdminError extends UserError {}
 

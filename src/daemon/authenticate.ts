@@ -2,12 +2,13 @@
 // then, over the raw body bytes, the signature (constant time, every key tried), the timestamp
 // and the nonce, whose replay cache is also journalled so that a restart forgets none.
 import type {IncomingMessage} from 'node:http';
-import {DEFAULT_KEY_NAME, MIN_SECRET_LENGTH, type AcceptedKey, type Settings} from '../config/config.js';
+import {type AcceptedKey, type Settings} from '../config/config.js';
 import {checkAuthHeaders, matchingKey, type AuthHeaderCheck} from '../protocol/signature.js';
 import type {SidecarEventBody} from './events.js';
 import {Refusal} from './refusal.js';
 import type {ReplayCache} from './replay-cache.js';
 import type {ReplayJournal} from './replay-journal.js';
+import {DEFAULT_KEY_NAME, MIN_SECRET_LENGTH} from '../config/keys.js';
 
 export type AuthHeaders = Extract<AuthHeaderCheck, {ok: true}>;
 

@@ -14,9 +14,11 @@ import {JobStore, type JobRecord, type JobStoreLimits} from './jobs.js';
 import {Refusal} from './refusal.js';
 import {replyWithResult, sendJson} from './reply.js';
 import type {RunningFile} from './running-file.js';
-import {JOB_ID_VARIABLE, OutputBudget, runCommand, type CommandResult, type RunningCommand} from './runner.js';
+import {runCommand, type CommandResult, type RunningCommand} from './runner.js';
 import type {ShellRequest} from './shell-request.js';
 import type {SpawnHelper} from './spawn-helper.js';
+import {JOB_ID_VARIABLE} from './process-group.js';
+import {OutputBudget} from './output-budget.js';
 
 const {randomUUID} = crypto;
 

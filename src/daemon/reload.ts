@@ -1,6 +1,7 @@
 // What a reload (SIGHUP) changed, by the names the config file gives the settings, for the log
 // and for `bind` and `secret rotate`, which wait for the daemon to confirm.
-import {DEFAULT_KEY_NAME, type Settings} from '../config/config.js';
+import {type Settings} from '../config/config.js';
+import {DEFAULT_KEY_NAME} from '../config/keys.js';
 
 const NAMES: Partial<Record<keyof Settings, string>> = {
   secretKey: 'SECRET_KEY',

@@ -1,11 +1,12 @@
 import {fs} from '../common/node-builtins.js';
-import {generateSecretKey, SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from '../config/config.js';
+import {SYSTEM_CONFIG_PATH, writeConfig, type ConfigOverrides} from '../config/config.js';
 import {startControlServer} from './control-server.js';
 import {Daemon} from './daemon.js';
 import {isoTime} from '../common/iso-time.js';
 import {EventLog} from './log.js';
 import {MetricsEndpoint} from './metrics.js';
 import {notifySystemd} from './notify.js';
+import {generateSecretKey} from '../config/keys.js';
 
 const {existsSync} = fs;
 

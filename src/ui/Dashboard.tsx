@@ -1,4 +1,3 @@
-import {DEFAULT_KEY_NAME} from '../config/config.js';
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
 import {formatDuration} from '../common/duration.js';
@@ -6,6 +5,7 @@ import {printable} from '../common/printable.js';
 import {applyMessage, callbackText, disconnected, initialState, matchesFilter, rateSeries, rowStateText, sparkline, type DashboardState, type RequestRow} from './model.js';
 import {JobOutput} from './JobOutput.js';
 import type {DashboardFeed} from './feed.js';
+import {DEFAULT_KEY_NAME} from '../config/keys.js';
 
 export interface DashboardProps {
   feed: DashboardFeed;

@@ -1,6 +1,7 @@
 import {Command, Flags} from '@oclif/core';
 import {keySecret} from '../../admin/keys.js';
-import {ConfigError, DEFAULT_KEY_NAME, defaultConfigPath, readConfig} from '../../config/config.js';
+import {ConfigError, defaultConfigPath, readConfig} from '../../config/config.js';
+import {DEFAULT_KEY_NAME} from '../../config/keys.js';
 
 export default class SecretShow extends Command {
   static override summary = 'Print the secret key that DataFlux Func must sign requests with.';
