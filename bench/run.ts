@@ -16,8 +16,8 @@ import {cpus, tmpdir, totalmem} from 'node:os';
 import {join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {execBody} from '../src/client/exec-client.js';
-import {NODE_FLAGS} from '../src/admin/install.js';
 import {signRequest} from '../src/protocol/signature.js';
+import {NODE_FLAGS} from '../src/admin/release.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);

@@ -3,8 +3,9 @@ import {readSnapshot} from '../client/control-client.js';
 import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 import {SERVICE_NAME} from './paths.js';
 import {systemctl, unitState} from './systemd.js';
-import {requireRoot, writeSystemConfig} from './install.js';
+import {writeSystemConfig} from './install.js';
 import {controlSocketFor} from '../config/runtime-paths.js';
+import {requireRoot} from './preconditions.js';
 
 /** A config that a command changes, and the daemon that runs with it, told to re-read it. */
 export interface ConfigTarget {

@@ -1,31 +1,27 @@
-import {chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync} from 'node:fs';
+// `dffs-ctl install` (and `run-sidecar.sh`): the config planned from the flags, the existing
+// config or the original Sidecar's; a release (release.ts) for the users (users.ts) and units
+// (unit.ts); the service restarted and checked healthy, or everything it replaced put back
+// (rollback.ts).
+import {chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, rmSync} from 'node:fs';
 import {networkInterfaces} from 'node:os';
-import {basename, dirname, join, relative, resolve} from 'node:path';
+import {dirname, join, resolve} from 'node:path';
 import {DEFAULT_BIND, defaultAllowFrom, parseBindList} from '../config/bind.js';
 import {ConfigError, NUMERIC_SETTINGS, SYSTEM_CONFIG_PATH, validateConfig, writeConfig, type StoredConfig} from '../config/config.js';
 import {readSnapshot} from '../client/control-client.js';
 import {probeBind} from '../client/probe.js';
 import {parseLegacyConfig} from './legacy-config.js';
-import {BIN_DIR, COMMANDS_HOME, CURRENT_LINK, DAEMON_USER, LIB_DIR, ORIGINAL_BACKUP_DIR, RELEASES_DIR, RUNNER_NAME, RUNNER_SERVICE_PATH, RUNNER_SOCKET_PATH, RUNNER_SOCKET_UNIT, SERVICE_NAME, SERVICE_USER, STATE_DIR, UNIT_PATH, WRAPPERS} from './paths.js';
-import {shellQuote, untrustedRuntimeReason} from './runtime.js';
-import {loadSnapshots, restoreSnapshot, saveSnapshots, takeSnapshot, type PathSnapshot} from './snapshot.js';
-import {run, SystemError, systemctl, systemdIsRunning, unitState} from './systemd.js';
-import {INSTALL_MARK, renderUnits, type Units} from './unit.js';
-import {UserError} from '../common/user-error.js';
+import {BIN_DIR, CURRENT_LINK, DAEMON_USER, LIB_DIR, ORIGINAL_BACKUP_DIR, RELEASES_DIR, RUNNER_SERVICE_PATH, RUNNER_SOCKET_PATH, RUNNER_SOCKET_UNIT, SERVICE_NAME, UNIT_PATH, WRAPPERS} from './paths.js';
+import {saveSnapshots, takeSnapshot} from './snapshot.js';
+import {run, systemctl, unitState} from './systemd.js';
+import {renderUnits, type Units} from './unit.js';
+import {InstallError} from './preconditions.js';
 import {VERSION} from '../protocol/version.js';
 import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 import {generateSecretKey, newSecretKeyProblem} from '../config/keys.js';
 
-export class InstallError extends UserError {}
-
-export function requireRoot(command: string): void {
-  if (process.getuid?.() !== 0) throw new InstallError(`must run as root: try sudo dffs-ctl ${command}`, 77);
-}
-
-export function requireSystemd(): void {
-  if (!systemdIsRunning()) throw new InstallError('systemd is not running on this host: the sidecar is installed as a systemd service', 69);
-}
-
+import {copyRelease, currentRelease, pointCurrentAt, sealRelease, serviceRuntime, shareUnchangedRuntime, wrapperScript, writeAtomic} from './release.js';
+import {isOriginalFile, LEGACY_BACKUP_PREFIX, putBack, REPLACED_PATHS, restoreUnits, type OriginalState} from './rollback.js';
+import {ensureServiceUsers, groupId} from './users.js';
 export interface ConfigPlan {
   config: StoredConfig;
   /** The file as it was, to restore if the install fails; undefined when there was none. */
@@ -98,167 +94,6 @@ export function planConfig(previousText: string | undefined, flags: ConfigFlags,
   }
   config = validateConfig(config, 'the flags given');
   return {config, previousText, legacy, changed: legacy || JSON.stringify(config) !== before};
-}
-
-/** The dependencies to copy: production packages from the lock file; all of node_modules without one. */
-function productionPackages(root: string): Set<string> | undefined {
-  const lockPath = join(root, 'package-lock.json');
-  if (!existsSync(lockPath)) return undefined;
-  const lock = JSON.parse(readFileSync(lockPath, 'utf8')) as {packages: Record<string, {dev?: boolean; optional?: boolean}>};
-  return new Set(Object.entries(lock.packages).filter(([path, info]) => path.startsWith('node_modules/') && !info.dev).map(([path]) => path));
-}
-
-/** Where an offline bundle's application keeps its own Node.js runtime. */
-export const BUNDLED_NODE = 'runtime/bin/node';
-
-/**
- * Copies the program (bin, dist, manifest, a bundled runtime, production node_modules) into a new
- * release directory, which stays root's alone until sealRelease: no one can open a file in it
- * while its mode is still the source's. Symlinks are copied as what they lead to: a link out of
- * the release would let its owner change what root runs.
- */
-export function copyRelease(sourceRoot: string, target: string): void {
-  const packages = productionPackages(sourceRoot);
-  const wanted = (path: string): boolean => {
-    const rel = relative(sourceRoot, path);
-    if (rel === '' || rel === 'package.json' || rel === 'oclif.manifest.json') return true;
-    if (/^(bin|dist|runtime)(\/|$)/.test(rel)) return true;
-    if (!/^node_modules(\/|$)/.test(rel) || /(^|\/)\.bin(\/|$)/.test(rel)) return false;
-    if (!packages || rel === 'node_modules') return true;
-    for (const pkg of packages) {
-      if (rel === pkg || rel.startsWith(`${pkg}/`) || pkg.startsWith(`${rel}/`)) return true;
-    }
-    return false;
-  };
-  for (const directory of [LIB_DIR, RELEASES_DIR]) {
-    mkdirSync(directory, {recursive: true});
-    chmodSync(directory, 0o755);
-  }
-  mkdirSync(target, {mode: 0o700});
-  chmodSync(target, 0o700);
-  cpSync(sourceRoot, target, {recursive: true, filter: wanted, dereference: true});
-  for (const required of ['package.json', 'bin/run.js', 'dist/commands/serve.js']) {
-    if (!existsSync(join(target, required))) throw new InstallError(`${sourceRoot} has no ${required}: run npm ci (it builds dist/) first`);
-  }
-}
-
-/**
- * Makes every file of a release root's, 0644 or 0755 (0755 when it was executable at all), with
- * no set-id bit, whatever the source's modes and root's umask were; then opens the release to all.
- */
-function sealRelease(release: string): void {
-  const seal = (path: string) => {
-    const info = lstatSync(path);
-    if (info.isDirectory()) for (const name of readdirSync(path)) seal(join(path, name));
-    lchownSync(path, 0, 0);
-    if (!info.isSymbolicLink()) chmodSync(path, info.isDirectory() || (info.mode & 0o111) !== 0 ? 0o755 : 0o644);
-  };
-  for (const name of readdirSync(release)) seal(join(release, name));
-  lchownSync(release, 0, 0);
-  chmodSync(release, 0o755);
-}
-
-/**
- * Copies a file into a release that is still root's alone. The source is read from an open
- * descriptor: a Node.js being run is read through /proc/self/exe, the very file running, which a
- * rename over its path does not change.
- */
-function copyInto(source: string, target: string): void {
-  mkdirSync(dirname(target), {recursive: true});
-  const from = openSync(source, 'r');
-  const to = openSync(target, 'wx', 0o700);
-  const chunk = Buffer.allocUnsafe(1 << 20);
-  try {
-    for (let read = readSync(from, chunk); read > 0; read = readSync(from, chunk)) writeSync(to, chunk, 0, read);
-  } finally {
-    closeSync(from);
-    closeSync(to);
-  }
-}
-
-/** Compares two files a megabyte at a time: a runtime is 120 MB, too much to hold twice on a small host. */
-function sameContent(a: string, b: string): boolean {
-  if (statSync(a).size !== statSync(b).size) return false;
-  const [fileA, fileB] = [openSync(a, 'r'), openSync(b, 'r')];
-  const [chunkA, chunkB] = [Buffer.alloc(1 << 20), Buffer.alloc(1 << 20)];
-  try {
-    for (;;) {
-      const read = readSync(fileA, chunkA);
-      if (readSync(fileB, chunkB) !== read || !chunkA.subarray(0, read).equals(chunkB.subarray(0, read))) return false;
-      if (read === 0) return true;
-    }
-  } finally {
-    closeSync(fileA);
-    closeSync(fileB);
-  }
-}
-
-/** An upgrade with the same bundled Node.js links the previous release's copy: 120 MB less on disk. */
-function shareUnchangedRuntime(release: string, previousRelease: string | undefined): void {
-  const runtime = join(release, BUNDLED_NODE);
-  const previous = previousRelease && join(previousRelease, BUNDLED_NODE);
-  if (!previous || !existsSync(runtime) || !existsSync(previous) || !sameContent(runtime, previous)) return;
-  rmSync(runtime);
-  linkSync(previous, runtime);
-}
-
-/** Replaces a file by writing a temporary one beside it and renaming it over. */
-function writeAtomic(path: string, content: string, mode: number): void {
-  const temporary = `${path}.dffs-new`;
-  writeFileSync(temporary, content, {mode});
-  chmodSync(temporary, mode);
-  renameSync(temporary, path);
-}
-
-function pointCurrentAt(release: string): void {
-  const temporary = `${CURRENT_LINK}.dffs-new`;
-  rmSync(temporary, {force: true});
-  symlinkSync(release, temporary);
-  renameSync(temporary, CURRENT_LINK);
-}
-
-function currentRelease(): string | undefined {
-  try {
-    return readlinkSync(CURRENT_LINK);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Node.js flags of the installed program. A young generation of 2 MB semi-spaces keeps the daemon
- * at about 103 MiB under a burst of 32 concurrent commands on Node 24 (192 MiB with V8's default),
- * at the same rate (README, Performance).
- */
-export const NODE_FLAGS = ['--max-semi-space-size=2'];
-
-function wrapperScript(nodePath: string): string {
-  return `#!/bin/sh\n${INSTALL_MARK}: the sidecar with the Node.js it was installed with.\nexec ${shellQuote(nodePath)} ${NODE_FLAGS.join(' ')} ${shellQuote(`${CURRENT_LINK}/bin/run.js`)} "$@"\n`;
-}
-
-async function userExists(name: string): Promise<boolean> {
-  try {
-    await run('getent', ['passwd', name]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The user commands run as (the manual's dffs, kept if it exists) and the daemon's own. */
-async function ensureServiceUsers(log: (line: string) => void): Promise<void> {
-  for (const [user, home, comment] of [
-    [SERVICE_USER, COMMANDS_HOME, 'DataFlux Func Sidecar commands'],
-    [DAEMON_USER, STATE_DIR, 'DataFlux Func Sidecar'],
-  ] as const) {
-    if (await userExists(user)) continue;
-    await run('useradd', ['--system', '--user-group', '--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin', '--comment', comment, user]);
-    log(`Created system user ${user}`);
-  }
-}
-
-async function groupId(name: string): Promise<number> {
-  return Number((await run('getent', ['group', name])).split(':')[2]);
 }
 
 /** Writes the system config atomically, readable by the service's group only. */
@@ -337,45 +172,6 @@ export interface InstallResult {
 /** Seconds systemd waits for a stop: the drain timeout plus a margin. */
 export function stopTimeoutSeconds(config: StoredConfig): number {
   return (config.DRAIN_TIMEOUT ?? NUMERIC_SETTINGS.DRAIN_TIMEOUT.default) + 30;
-}
-
-/** How an earlier version of install kept the original's config: beside it, as `<config>.orig-<time>`. */
-const LEGACY_BACKUP_PREFIX = `${basename(SYSTEM_CONFIG_PATH)}.orig-`;
-
-/** What the original Sidecar's service was doing when we took its place, to leave it so again. */
-interface OriginalState {
-  enabled: boolean;
-  active: boolean;
-  savedAt: string;
-}
-
-/** Paths an install writes over, whose previous content a rollback or restore puts back. */
-const REPLACED_PATHS = [...WRAPPERS.map((name) => join(BIN_DIR, name)), UNIT_PATH, SYSTEM_CONFIG_PATH, RUNNER_SOCKET_PATH, RUNNER_SERVICE_PATH];
-
-/** True when a snapshot is a file of the original Sidecar's rather than one we wrote. */
-function isOriginalFile(snapshot: PathSnapshot): boolean {
-  return snapshot.kind === 'file' && !snapshot.content.includes(INSTALL_MARK) && !(snapshot.path === SYSTEM_CONFIG_PATH && isJson(snapshot.content));
-}
-
-function isJson(content: Buffer): boolean {
-  try {
-    JSON.parse(content.toString('utf8'));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The Node.js the installed program runs on: the one given if only root can change it, else a copy in the release. */
-function serviceRuntime(release: string, nodePath: string, log: (line: string) => void): string {
-  if (existsSync(join(release, BUNDLED_NODE))) return join(CURRENT_LINK, BUNDLED_NODE);
-  const running = nodePath === process.execPath;
-  // Linux names the file running as "PATH (deleted)" once another file has been renamed over PATH.
-  const reason = running && !existsSync(nodePath) ? `${nodePath} was replaced while install ran` : untrustedRuntimeReason(nodePath);
-  if (reason === undefined) return realpathSync(nodePath);
-  copyInto(running ? '/proc/self/exe' : nodePath, join(release, BUNDLED_NODE));
-  log(`Copied ${nodePath} into the release, as root runs it and ${reason}. (This install itself ran it as root: install Node.js system-wide, or use the offline bundle, to run nothing a user can change.)`);
-  return join(CURRENT_LINK, BUNDLED_NODE);
 }
 
 /**
@@ -520,32 +316,6 @@ async function installRelease(options: InstallOptions, plan: ConfigPlan, result:
   return result;
 }
 
-/** Stops the command runner: its socket, and every runner with what it still runs (stopped ones too). */
-async function stopRunner(): Promise<void> {
-  await systemctl('disable', '--now', '--quiet', RUNNER_SOCKET_UNIT).catch(() => undefined);
-  await systemctl('kill', '--signal=SIGKILL', `${RUNNER_NAME}@*.service`).catch(() => undefined);
-  await systemctl('stop', `${RUNNER_NAME}@*.service`).catch(() => undefined);
-}
-
-/**
- * Puts back files and units as they were, the command runner's socket included: stopped and
- * disabled first (systemctl cannot once its file is gone), and started again if it was there.
- */
-async function restoreUnits(replaced: PathSnapshot[]): Promise<void> {
-  await stopRunner();
-  for (const snapshot of replaced) restoreSnapshot(snapshot);
-  await systemctl('daemon-reload');
-  if (existsSync(RUNNER_SOCKET_PATH)) await systemctl('enable', '--now', '--quiet', RUNNER_SOCKET_UNIT);
-}
-
-/** Stops our service and puts back the files it replaced; the original's service is left as it was found. */
-async function putBack(replaced: PathSnapshot[], original: OriginalState | undefined): Promise<void> {
-  await systemctl('disable', '--now', '--quiet', SERVICE_NAME).catch(() => undefined);
-  await restoreUnits(replaced);
-  if (original?.enabled) await systemctl('enable', '--quiet', SERVICE_NAME);
-  if (original?.active) await systemctl('restart', SERVICE_NAME);
-}
-
 /** The block the manual shows after an install, with start and stop the right way round. */
 export function installSummary(result: Pick<InstallResult, 'bind' | 'secretKey' | 'allowFrom'>): string {
   const addresses = parseBindList(result.bind);
@@ -565,62 +335,4 @@ Now open ${result.bind} and have fun!
 Create the connector in DataFlux Func: Connector / Add Connector / DataFlux Func Sidecar (HTTP),
 with Host ${firstAddress.host}, Port ${firstAddress.port}, Protocol ${firstAddress.tls ? 'https' : 'http'}, and the Secret Key above.
 ${sources}`;
-}
-
-export interface UninstallResult {
-  removed: string[];
-  /** The original Sidecar's files put back, with --restore-original. */
-  restored: string[];
-}
-
-/**
- * Stops and removes the service and the program; with purge, also the config, state, user and
- * the backup of the original Sidecar; with restoreOriginal, puts the original back as it was.
- */
-export async function uninstall(options: {purge: boolean; restoreOriginal: boolean}): Promise<UninstallResult> {
-  let original: {details: OriginalState; snapshots: PathSnapshot[]} | undefined;
-  if (options.restoreOriginal) {
-    if (!existsSync(ORIGINAL_BACKUP_DIR)) throw new InstallError(`there is no backup of the original Sidecar in ${ORIGINAL_BACKUP_DIR}: it is kept only when install replaced one`, 66);
-    original = loadSnapshots<OriginalState>(ORIGINAL_BACKUP_DIR);
-  }
-  const removed: string[] = [];
-  if ((await unitState()).loaded) {
-    await systemctl('disable', '--now', '--quiet', SERVICE_NAME);
-    removed.push(`service ${SERVICE_NAME}`);
-  }
-  await stopRunner();
-  const paths = [UNIT_PATH, RUNNER_SOCKET_PATH, RUNNER_SERVICE_PATH, ...WRAPPERS.map((name) => join(BIN_DIR, name)), LIB_DIR];
-  if (options.purge) {
-    const etc = dirname(SYSTEM_CONFIG_PATH);
-    paths.push(STATE_DIR, COMMANDS_HOME, SYSTEM_CONFIG_PATH, ORIGINAL_BACKUP_DIR, ...readdirSync(etc).filter((name) => name.startsWith(LEGACY_BACKUP_PREFIX)).map((name) => join(etc, name)));
-  }
-  for (const path of paths) {
-    if (existsSync(path)) {
-      rmSync(path, {recursive: true, force: true});
-      removed.push(path);
-    }
-  }
-  const restored: string[] = [];
-  if (original) {
-    for (const snapshot of original.snapshots) {
-      restoreSnapshot(snapshot);
-      if (snapshot.kind !== 'absent') restored.push(snapshot.path);
-    }
-    await systemctl('daemon-reload');
-    if (original.details.enabled) await systemctl('enable', '--quiet', SERVICE_NAME);
-    if (original.details.active) await systemctl('restart', SERVICE_NAME);
-    rmSync(ORIGINAL_BACKUP_DIR, {recursive: true, force: true});
-    return {removed, restored};
-  }
-  await systemctl('daemon-reload');
-  for (const user of options.purge ? [SERVICE_USER, DAEMON_USER] : []) {
-    if (!(await userExists(user))) continue;
-    try {
-      await run('userdel', [user]);
-      removed.push(`user ${user}`);
-    } catch (error) {
-      throw new SystemError(`could not remove user ${user}: ${(error as Error).message}`);
-    }
-  }
-  return {removed, restored};
 }

@@ -1,9 +1,9 @@
 import {Args, Command} from '@oclif/core';
 import {bindReport, readSystemConfig, setBind, type BindReport} from '../admin/service.js';
 import {readSnapshot} from '../client/control-client.js';
-import {requireRoot} from '../admin/install.js';
 import {exitCodeFor} from '../common/user-error.js';
 import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
+import {requireRoot} from '../admin/preconditions.js';
 
 export default class Bind extends Command {
   static override summary = 'Show the bind addresses, or set them and apply them without a restart.';

@@ -1,17 +1,18 @@
 import {Command, Flags} from '@oclif/core';
-import {install, installSummary, requireRoot, requireSystemd} from '../admin/install.js';
+import {install, installSummary} from '../admin/install.js';
 import {PACKAGE_ROOT} from '../common/package-root.js';
 import {exitCodeFor} from '../common/user-error.js';
+import {requireRoot, requireSystemd} from '../admin/preconditions.js';
 
 export default class Install extends Command {
   static override summary = 'Install or upgrade the sidecar as the systemd service dataflux-func-sidecar.';
-  static override description = `Creates the system user dffs, copies this program to /usr/local/lib/dataflux-func-sidecar (with /usr/local/bin/dataflux-func-sidecar and /usr/local/bin/dffs-ctl, run by the Node.js that runs this command; from the offline bundle, by the bundle's own Node.js, copied with the program), writes /etc/dataflux-func-sidecar (root:dffs, 0640) and the unit, then enables and starts the service.
+  static override description = `Creates the system users dffs (commands run as it) and dffs-daemon (the daemon's own), copies this program to /usr/local/lib/dataflux-func-sidecar (with /usr/local/bin/dataflux-func-sidecar and /usr/local/bin/dffs-ctl, run by the Node.js that runs this command; from the offline bundle, by the bundle's own Node.js, copied with the program), writes /etc/dataflux-func-sidecar (root:dffs-daemon, 0640) and the units, then enables and starts the service.
 
 The service and the two programs run only a Node.js that root alone can change: one under a user's home (nvm, say) is copied into the release first.
 
 Running it again upgrades: the program is replaced and the service restarted, the config kept (flags change just their keys). An upgrade that does not come up healthy is rolled back to the previous release. Installed over the original Sidecar, its program, unit and config (KEY: value lines, imported) are saved in /var/backups/dataflux-func-sidecar-original first; if ours does not come up healthy they are put back and the original restarted, and uninstall --restore-original puts them back later. A first install that fails leaves nothing enabled or running.
 
-The unit is hardened (systemd-analyze security: 3.0); that hardening implies NoNewPrivileges, so sudo and setuid programs cannot raise privileges from commands. --allow-setuid leaves those directives out (score 6.4).`;
+The units are hardened (systemd-analyze security: 1.8 for the daemon, 3.0 for the command runner); the runner's hardening implies NoNewPrivileges, so sudo and setuid programs cannot raise privileges from commands. --allow-setuid leaves those directives out of the runner's unit (score 6.4).`;
 
   static override examples = [
     {description: 'Install with the manual\'s defaults (127.0.0.1:8099,172.17.0.1:8099 and a random key)', command: 'sudo <%= config.bin %> <%= command.id %>'},
