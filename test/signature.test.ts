@@ -45,7 +45,7 @@ describe('HMAC-SHA1 signatures as DataFlux Func computes them', () => {
     const script = `
       import {createRequire} from 'node:module';
       delete createRequire(import.meta.url)('node:crypto').hash;
-      const {checkAuthHeaders, sign, matchingKey} = await import(${JSON.stringify(new URL('../src/signature.ts', import.meta.url).href)});
+      const {checkAuthHeaders, sign, matchingKey} = await import(${JSON.stringify(new URL('../src/protocol/signature.ts', import.meta.url).href)});
       const vectors = JSON.parse(process.argv[1]);
       console.log(JSON.stringify(vectors.map((v) => {
         const check = checkAuthHeaders({'x-auth-nonce': v.nonce, 'x-auth-timestamp': v.timestamp, 'x-auth-signature': v.signature.toLowerCase()});
