@@ -7,20 +7,12 @@ import {after, describe, it} from 'node:test';
 import {MetricsEndpoint} from '../src/daemon/metrics.js';
 import {planConfig} from '../src/admin/install.js';
 import {VERSION} from '../src/protocol/version.js';
-import {eventually, signedPost, startCallbackReceiver, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
+import {eventually, freePort, signedPost, startCallbackReceiver, startServeProcess, startTestDaemon, tempDir, TEST_SECRET} from './helpers.js';
 
 const OPS_SECRET = 'ops-secret-0123456789abcdefghijkl';
 const WRONG_SECRET = 'wrong-secret-0123456789abcdefghij';
 /** In every command the test sends: it must never show in a scrape. */
 const MARK = 'dffs-metrics-marker';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const {port} = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function scrape(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);

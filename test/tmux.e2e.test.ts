@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import {createServer} from 'node:net';
-import type {AddressInfo} from 'node:net';
 import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
-import {eventually, signedPost, tempDir, TEST_SECRET, writeTestConfig} from './helpers.js';
+import {eventually, freePort, signedPost, tempDir, TEST_SECRET, writeTestConfig} from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // A tmux server of this test's own, killed with everything in it when the file ends.
@@ -13,14 +11,6 @@ const SERVER = `dffs-e2e-tmux-${process.pid}`;
 // CI=false: with CI set, Ink draws only the last frame, on exit (its is-in-ci check); the panes inherit this.
 const tmux = (...args: string[]) => execa('tmux', ['-L', SERVER, ...args], {stdin: 'ignore', env: {CI: 'false'}});
 const screen = async (session: string) => (await tmux('capture-pane', '-p', '-t', session)).stdout;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const {port} = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function waitForScreen(session: string, pattern: RegExp, what: string) {
   return eventually(async () => (pattern.test(await screen(session)) ? true : undefined), 15_000, `${what} on the ${session} screen`);

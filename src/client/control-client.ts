@@ -1,6 +1,7 @@
 // The control socket from a client's side (status, tui, the reload checks of bind and secret):
 // the daemon's snapshot and events, and requests for a job's output or its cancel.
 import {dirname} from 'node:path';
+import {LineBuffer} from '../common/line-buffer.js';
 import {net} from '../common/node-builtins.js';
 import {SERVICE_CONTROL_SOCKET, socketDirectoryProblem} from '../config/runtime-paths.js';
 import type {ControlMessage, ControlRequest, Snapshot} from '../protocol/control-messages.js';
@@ -20,7 +21,7 @@ export function followControlSocket(
   if (untrusted) return Promise.reject(new ControlUnavailable(`will not trust ${path}: ${untrusted}`));
   return new Promise((resolve, reject) => {
     const socket = createConnection(path);
-    let buffered = '';
+    const lines = new LineBuffer();
     let connected = false;
     signal?.addEventListener('abort', () => socket.destroy(), {once: true});
     socket.setEncoding('utf8');
@@ -28,15 +29,7 @@ export function followControlSocket(
       connected = true;
       onOpen?.((request) => socket.write(`${JSON.stringify(request)}\n`));
     });
-    socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        onMessage(JSON.parse(line) as ControlMessage);
-      }
-    });
+    socket.on('data', (chunk: string) => lines.push(chunk, (line) => onMessage(JSON.parse(line) as ControlMessage)));
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (connected) return;
       const why =

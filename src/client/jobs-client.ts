@@ -1,5 +1,6 @@
 // The job endpoints from the client's side: list, show, cancel, and the output followed as it comes.
 import {ExecError, parseReply, send, unreachable, type ExecReply} from './exec-client.js';
+import {LineBuffer} from '../common/line-buffer.js';
 import {http, https} from '../common/node-builtins.js';
 import {signRequest} from '../protocol/signature.js';
 import type {SidecarTarget} from './target.js';
@@ -76,24 +77,22 @@ export function readOutput(target: SidecarTarget, id: string, follow: boolean, h
         });
         return;
       }
-      res.on('data', (chunk: string) => {
-        buffered += chunk;
-        let newline;
-        while ((newline = buffered.indexOf('\n')) >= 0) {
+      const lines = new LineBuffer();
+      res.on('data', (chunk: string) =>
+        lines.push(chunk, (text) => {
           let line: OutputLine;
           try {
-            line = JSON.parse(buffered.slice(0, newline)) as OutputLine;
+            line = JSON.parse(text) as OutputLine;
           } catch {
             req.destroy();
-            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${buffered.slice(0, Math.min(newline, 200))}`, 69));
-            return;
+            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${text.slice(0, 200)}`, 69));
+            return false;
           }
-          buffered = buffered.slice(newline + 1);
           if ('result' in line) result = line.result;
           else if ('skipped' in line) handlers.skipped?.(line.skipped.stream, line.skipped.bytes);
           else handlers.data(line.stream, line.data);
-        }
-      });
+        }),
+      );
       res.on('end', () => (result ? resolve(result) : reject(new ExecError(`the sidecar closed the output of job ${id} before its end`, 69))));
       res.on('error', reject);
     });

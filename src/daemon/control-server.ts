@@ -1,5 +1,6 @@
 import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
+import {LineBuffer} from '../common/line-buffer.js';
 import {fs, net} from '../common/node-builtins.js';
 import {readRecord} from './jobs.js';
 import {isLive} from './state-lock.js';
@@ -27,7 +28,7 @@ function send(socket: Socket, message: ControlMessage): void {
  */
 function serveRequests(daemon: Daemon, socket: Socket): void {
   const following = new Map<string, () => void>();
-  let buffered = '';
+  const lines = new LineBuffer();
   const handle = (request: ControlRequest) => {
     const {jobId} = request;
     if (request.type === 'cancel') {
@@ -49,25 +50,21 @@ function serveRequests(daemon: Daemon, socket: Socket): void {
   };
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {
-    buffered += chunk;
-    let newline;
-    while ((newline = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
+    lines.push(chunk, (line) => {
       let request: ControlRequest;
       try {
         request = JSON.parse(line) as ControlRequest;
       } catch {
         socket.destroy();
-        return;
+        return false;
       }
       if (!['follow-output', 'unfollow-output', 'cancel'].includes(request?.type) || typeof request.jobId !== 'string') {
         socket.destroy();
-        return;
+        return false;
       }
       handle(request);
-    }
-    if (buffered.length > CONTROL_REQUEST_BYTES) socket.destroy();
+    });
+    if (lines.pending > CONTROL_REQUEST_BYTES) socket.destroy();
   });
   socket.on('close', () => {
     for (const unfollow of following.values()) unfollow();
