@@ -177,6 +177,42 @@ describe('jobs under abuse', () => {
     assert.equal(text, 'café!\n');
   });
 
+  it('gives a plain reader and a follower megabytes of a running job whole, and keeps answering others meanwhile', async () => {
+    const {url} = await startTestDaemon();
+    // 5 MB of control characters (six bytes each in JSON), then a pause: the readers come in the pause.
+    const id = await start(url, "head -c 5000000 /dev/zero | tr '\\0' '\\1'; seq 1 100000 >&2; sleep 2; echo end");
+    await eventually(async () => ((await showJob(target(url), id)).stderrBytes >= 588895 ? true : undefined), 20_000, 'the output held');
+    const read = (follow: boolean) => {
+      const got = {stdout: 0, stderr: 0, skipped: 0};
+      return readOutput(target(url), id, follow, {data: (stream, text) => (got[stream] += text.length), skipped: () => got.skipped++}).then((result) => ({got, result}));
+    };
+    const readers = [...Array.from({length: 4}, () => read(false)), ...Array.from({length: 4}, () => read(true))];
+    // The daemon answers between the readers' pieces: well within the watchdog's half minute.
+    const started = Date.now();
+    const greeting = await fetch(`${url}/`);
+    assert.equal(greeting.status, 200);
+    const waited = Date.now() - started;
+    assert.ok(waited < 5000, `GET / waited ${waited} ms behind 8 readers of 5 MB`);
+    for (const [index, {got, result}] of (await Promise.all(readers)).entries()) {
+      const follows = index >= 4;
+      // A plain reader gets what was held when it came; a follower, the rest too.
+      assert.equal(got.stdout, 5_000_000 + (follows ? 4 : 0), `reader ${index}`);
+      assert.equal(got.stderr, 588895, `reader ${index}`);
+      assert.equal(got.skipped, 0);
+      if (follows) assert.equal(result.state, 'succeeded');
+    }
+  });
+
+  it('completes a character split between the head and a short tail for a follower who joins between its bytes', async () => {
+    const {url} = await startTestDaemon();
+    // 65,535 bytes, then two of the three bytes of "中": the head is full and the tail holds one byte.
+    const id = await start(url, "head -c 65535 /dev/zero | tr '\\0' a; printf '\\344\\270'; sleep 1; printf '\\255\\n'");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    let text = '';
+    await readOutput(target(url), id, true, {data: (_stream, data) => (text += data)});
+    assert.equal(text, `${'a'.repeat(65535)}中\n`);
+  });
+
   it('limits the followers of running jobs, per key and in all', async () => {
     const {url} = await startTestDaemon({KEYS});
     const id = await start(url, 'sleep 5', NARROW_SECRET);

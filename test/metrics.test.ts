@@ -202,6 +202,8 @@ describe('METRICS_BIND and reloads', () => {
     // Another setting changes: /metrics stays where it is, its counters too.
     await signedPost(`http://127.0.0.1:${bindPort}`, {command: 'true'});
     await reload({MAX_RUNNING: 8});
+    // One collection serves the scrapes of a second.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     assert.equal(sample(await scrape(firstPort), 'dffs_requests_total', {outcome: 'accepted'}), 1);
     assert.equal(metricsEvents().length, 1);
 

@@ -2,13 +2,17 @@ import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
 import {LineBuffer} from '../common/line-buffer.js';
 import {fs, net} from '../common/node-builtins.js';
-import {readRecord} from './jobs.js';
+import {readRecord} from './output-reader.js';
+import type {OutputTextEvent} from '../protocol/job-record.js';
 import {isLive} from './state-lock.js';
 import type {Daemon} from './daemon.js';
 import {CONTROL_REQUEST_BYTES, type ControlMessage, type ControlRequest} from '../protocol/control-messages.js';
 
 const {chmodSync, mkdirSync, unlinkSync} = fs;
 const {createServer} = net;
+
+/** Jobs one client may follow at once. */
+const FOLLOWED_JOBS_MAX = 16;
 
 /** Past this much unsent data a client is too slow, and is dropped rather than buffered. */
 export const SLOW_CLIENT_BYTES = 1024 * 1024;
@@ -43,10 +47,30 @@ function serveRequests(daemon: Daemon, socket: Socket): void {
       send(socket, {type: 'output-missing', jobId});
       return;
     }
-    following.set(jobId, readRecord(record, true, (output) => {
-      send(socket, {type: 'output', jobId, output});
-      if ('result' in output) following.delete(jobId);
-    }));
+    // The dashboard follows one job at a time; a client that asks for many is not one.
+    if (following.size >= FOLLOWED_JOBS_MAX) {
+      socket.destroy();
+      return;
+    }
+    const sink = {
+      write: (output: OutputTextEvent) => {
+        if ('result' in output) following.delete(jobId);
+        return socket.write(`${JSON.stringify({type: 'output', jobId, output} satisfies ControlMessage)}\n`);
+      },
+      drained: () => new Promise<void>((resolve) => {
+        const done = () => {
+          socket.off('drain', done);
+          socket.off('close', done);
+          resolve();
+        };
+        socket.once('drain', done);
+        socket.once('close', done);
+      }),
+      get closed() {
+        return socket.destroyed;
+      },
+    };
+    following.set(jobId, readRecord(record, true, sink, (error) => daemon.bus.emit({type: 'internal-error', where: 'control socket output', error: String(error)})));
   };
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {

@@ -1,9 +1,6 @@
-// The daemon, wired together. A request goes through one file per stage, top to bottom:
-// listeners.ts (listen), routes.ts (route), authenticate.ts (headers, then signature, timestamp
-// and nonce over the raw body read by request-body.ts), shell-request.ts and key-policy.ts
-// (parse, and what the key may run), job-queue.ts (run, through runner.ts and spawner.ts), then
-// reply.ts or callback.ts; the job endpoints are job-routes.ts over jobs.ts; reload.ts says what a
-// SIGHUP changed.
+// The daemon, wired together. A request goes through one file per stage: listeners.ts, routes.ts,
+// authenticate.ts (over the body request-body.ts reads), shell-request.ts and key-policy.ts,
+// job-queue.ts (runner.ts, spawner.ts), reply.ts or callback.ts; jobs: job-routes.ts, jobs.ts.
 import type {IncomingMessage, ServerResponse} from 'node:http';
 import {userInfo} from 'node:os';
 import {isoTime} from '../common/iso-time.js';
@@ -40,9 +37,8 @@ export interface DaemonOptions {
   /** The dffs-spawn helper: default, the one beside the program; null, none (Node's child_process). */
   spawnHelper?: string | null;
   /**
-   * The socket of the command runner (DFFS_COMMAND_RUNNER, which the unit sets): a dffs-spawn that
-   * systemd starts for the connection, as the commands' user. Commands then never start any other
-   * way: the daemon runs as another user, whose keys they must not reach.
+   * The command runner's socket (DFFS_COMMAND_RUNNER, which the unit sets): a dffs-spawn that systemd
+   * starts as the commands' user. Commands then start no other way: they must not reach the daemon.
    */
   commandRunner?: string;
   /** Where running.json is kept (systemd's $STATE_DIRECTORY): commands lost to a crash are logged at the next start. */
@@ -50,7 +46,6 @@ export interface DaemonOptions {
 }
 
 const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 /** The sidecar daemon: listeners on every bind address, signed `POST /shell` and the job endpoints, the command queue. */
 export class Daemon {
   readonly bus: EventBus;
@@ -206,6 +201,11 @@ export class Daemon {
     for (const warning of weakKeyWarnings(next)) this.bus.emit(warning);
   }
 
+  /** Opens the bind addresses that failed again: one the metrics listener has just let go of. */
+  retryFailedBinds(): void {
+    if (!this.#stopping && this.listenerStatus().some((status) => status.state === 'failed')) this.#applyBinds();
+  }
+
   /** Cancels a job (DELETE /jobs/{id}, the dashboard, the control socket). */
   cancelJob(id: string, by: string): CancelOutcome {
     return this.queue.cancel(id, by);
@@ -320,7 +320,7 @@ export class Daemon {
 
   /** A signed request under /jobs (job-routes.ts). */
   #job(req: IncomingMessage, res: ServerResponse, job: JobRoute, path: string, query: URLSearchParams): void {
-    const context = {jobs: this.jobs, followers: this.#followers, cancel: (id: string, by: string) => this.cancelJob(id, by)};
+    const context = {jobs: this.jobs, followers: this.#followers, cancel: (id: string, by: string) => this.cancelJob(id, by), reportInternalError: (where: string, error: unknown) => this.#reportInternalError(where, error)};
     this.#readSigned(req, res, req.method ?? 'GET', path, (key, body) => answerJob(res, `${req.method} ${path}`, job, key, body, query, context));
   }
 

@@ -3,7 +3,8 @@
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
 import type {ServerResponse} from 'node:http';
 import type {AcceptedKey} from '../config/config.js';
-import {readRecord, type JobRecord, type JobStore} from './jobs.js';
+import type {JobRecord, JobStore} from './jobs.js';
+import {readRecord} from './output-reader.js';
 import type {CancelOutcome} from './job-queue.js';
 import {Refusal} from './refusal.js';
 import {sendJson} from './reply.js';
@@ -16,12 +17,10 @@ export type JobRoute =
   | {kind: 'cancel'; id: string};
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-/** A follower this far behind is dropped, not buffered without end. */
-const SLOW_FOLLOWER_BYTES = 256 * 1024;
 /**
- * Connections following a running job's output, all keys together and per key: each is held open
- * as long as its job runs, and may hold SLOW_FOLLOWER_BYTES. Well under MAX_CONNECTIONS, so that
- * followers never keep Func's requests out.
+ * Connections reading jobs' output, all keys together and per key: a follower is held open as long
+ * as its job runs, and each holds a piece of output and what it has not read of the live output.
+ * Well under MAX_CONNECTIONS, so that readers never keep Func's requests out.
  */
 export const FOLLOWERS_MAX = 256;
 export const FOLLOWERS_PER_KEY_MAX = 32;
@@ -128,39 +127,52 @@ function lineOf(event: object): string {
 }
 
 /**
- * GET /jobs/{id}/output: newline-delimited JSON, chunked. What the job holds of each stream
- * ({"stream", "data"} lines, with a {"skipped"} line where the middle of a long output is not
- * kept), then, with ?follow=1 and while the job runs, each piece as it comes; the last line is
- * {"result": the record}. `release` gives back the follower's place when the connection ends.
+ * GET /jobs/{id}/output: newline-delimited JSON, chunked, as output-reader.ts reads it: {"stream",
+ * "data"} lines, {"skipped"} where output was not kept or a follower fell behind, and last
+ * {"result": the record}. `release` gives back the reader's place when the answer ends.
  */
-export function streamOutput(res: ServerResponse, record: JobRecord, follow: boolean, release?: () => void): void {
+export function streamOutput(res: ServerResponse, record: JobRecord, follow: boolean, release: () => void, onError: (error: unknown) => void): void {
   res.writeHead(200, {'Content-Type': 'application/x-ndjson; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff'});
   // A silent job's follower sees the answer begin at once, not at the first line.
   res.flushHeaders();
-  let unfollow: (() => void) | undefined;
-  const end = () => {
-    unfollow?.();
-    release?.();
-  };
-  unfollow = readRecord(record, follow, (event) => {
-    if (res.writableLength > SLOW_FOLLOWER_BYTES) {
-      end();
+  const stop = readRecord(
+    record,
+    follow,
+    {
+      write: (event) => {
+        const room = res.write(lineOf(event));
+        if ('result' in event) res.end();
+        return room;
+      },
+      drained: () => new Promise((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.once('drain', done);
+        res.once('close', done);
+      }),
+      get closed() {
+        return res.destroyed || res.writableEnded;
+      },
+    },
+    (error) => {
+      onError(error);
       res.destroy();
-      return;
-    }
-    res.write(lineOf(event));
-    if ('result' in event) {
-      res.end();
-      release?.();
-    }
+    },
+  );
+  res.once('close', () => {
+    stop();
+    release();
   });
-  res.once('close', end);
 }
 
 export interface JobRouteContext {
   jobs: JobStore;
   followers: FollowerSlots;
   cancel(id: string, by: string): CancelOutcome;
+  reportInternalError(where: string, error: unknown): void;
 }
 
 /** A verified request under /jobs: the body must be empty; a job the key may not see is not found, as an unknown one. */
@@ -174,10 +186,11 @@ export function answerJob(res: ServerResponse, request: string, job: JobRoute, k
   if (!record || !keySees(key, record)) throw new Refusal(404, 'job-not-found', `no job ${job.id}: it is unknown, another key's, or older than the records kept (JOB_HISTORY)`, key.name);
   if (job.kind === 'show') sendJson(res, 200, {ok: true, message: '', data: record.view()});
   else if (job.kind === 'output') {
-    const follow = query.get('follow') === '1' || query.get('follow') === 'true';
-    const full = follow && !record.finished ? context.followers.refusal(key.name) : undefined;
+    // Every reader takes a place, following or not: each holds its connection while it is written.
+    const full = context.followers.refusal(key.name);
     if (full) throw new Refusal(429, 'too-many-followers', full, key.name);
-    streamOutput(res, record, follow, follow ? context.followers.take(key.name) : undefined);
+    const follow = query.get('follow') === '1' || query.get('follow') === 'true';
+    streamOutput(res, record, follow, context.followers.take(key.name), (error) => context.reportInternalError('job output', error));
   } else if (context.cancel(job.id, key.name) === 'finished') {
     throw new Refusal(409, 'job-finished', `job ${job.id} has already ended or is ending (${record.state}): there is nothing to cancel`, key.name);
   } else sendJson(res, 202, {ok: true, message: `job ${job.id} is being cancelled`, data: record.view()});

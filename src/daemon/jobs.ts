@@ -6,7 +6,7 @@
 // MAX_QUEUED already.
 import {StringDecoder} from 'node:string_decoder';
 import type {CommandResult} from './runner.js';
-import type {JobRecordView, JobState, NewJob, OutputStream, OutputTextEvent} from '../protocol/job-record.js';
+import type {JobRecordView, JobState, NewJob, OutputStream} from '../protocol/job-record.js';
 
 /** Bytes kept of the start of each stream, and again of its end. */
 export const OUTPUT_SAMPLE_BYTES = 64 * 1024;
@@ -61,8 +61,8 @@ export class OutputSample {
 
   /** The last `bytes` bytes pushed (fewer if fewer were). */
   last(bytes: number): Buffer {
-    const pieces = this.#tail.length > 0 ? this.#tail : this.#head;
-    return Buffer.concat(pieces.slice(-bytes)).subarray(-bytes);
+    // A short tail follows the head without a gap: the last bytes may span both.
+    return Buffer.concat([...this.#head.slice(-bytes), ...this.#tail.slice(-bytes)]).subarray(-bytes);
   }
 
   drop(): void {
@@ -267,49 +267,4 @@ export class JobStore {
       this.#finishedOutputBytes -= record.dropOutput();
     }
   }
-}
-
-/**
- * What a record keeps of its output, then (with `follow`, while the job runs) each piece as it
- * comes, then its end, as UTF-8 text. A running job gives all it holds from the start (up to
- * OUTPUT_LIMIT), as a reply that waited would, then the end of what it did not hold; a finished
- * one, the head and the tail it kept. Returns the unsubscribe; `emit` may be called before this
- * returns.
- */
-export function readRecord(record: JobRecord, follow: boolean, emit: (event: OutputTextEvent) => void): () => void {
-  const running = record.keptWhileRunning;
-  for (const stream of ['stdout', 'stderr'] as const) {
-    let decoder = new StringDecoder('utf8');
-    const data = (text: string) => {
-      if (text) emit({stream, data: text});
-    };
-    const sample = record[stream];
-    const {head, skippedBytes, tail} = sample.pieces();
-    let held = head;
-    let after = tail;
-    let gap = skippedBytes;
-    if (running) {
-      // The start it holds, then the part of the sample's tail past it, with what lies between.
-      const kept = running(stream);
-      // Both are the start of the stream: the budget may have taken back part of what the command held.
-      if (kept.bytes > head.length) held = Buffer.concat(kept.chunks, kept.bytes);
-      const tailStart = sample.total - tail.length;
-      after = tail.subarray(Math.max(0, held.length - tailStart));
-      gap = Math.max(0, tailStart - held.length);
-    }
-    data(decoder.write(held));
-    if (gap > 0 && after.length > 0) {
-      data(decoder.end());
-      emit({skipped: {stream, bytes: gap}});
-      decoder = new StringDecoder('utf8');
-    }
-    data(decoder.write(after));
-    // A running job's last character may be unfinished: the record's own decoding, which follows, completes it.
-    if (!follow || !running) data(decoder.end());
-  }
-  if (record.finished || !follow) {
-    emit({result: record.view()});
-    return () => {};
-  }
-  return record.follow((event) => emit('end' in event ? {result: event.end} : event));
 }

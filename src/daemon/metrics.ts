@@ -24,8 +24,10 @@ const CALLBACK_RESULTS = ['delivered', 'retry', 'failed'] as const;
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14_400, 86_400];
 /** prom-client's gauges of totals named `_total`, which Prometheus keeps for counters (promtool refuses them); each is the sum of its labelled twin. */
 const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-/** Enough for a few scrapers; more wait in the kernel's queue rather than take the daemon's descriptors. */
+/** Enough for a few scrapers; more are closed at once rather than take the daemon's descriptors. */
 const MAX_SCRAPE_CONNECTIONS = 16;
+/** One collection serves every scrape within this time: a flood of scrapes costs one a second. */
+const SCRAPE_REUSE_MS = 1000;
 
 function commandResult(event: CommandFinished): (typeof COMMAND_RESULTS)[number] {
   if (event.ended === 'cancelled') return 'cancelled';
@@ -174,6 +176,8 @@ export class MetricsEndpoint {
     // Whatever one change throws is reported, and the next still runs.
     this.#changes = this.#changes
       .then(() => this.#apply())
+      // A bind address that METRICS_BIND held until now (the two swapped) can be taken only now.
+      .then(() => this.daemon.retryFailedBinds())
       .catch((error: unknown) => void this.daemon.bus.emit({type: 'internal-error', where: 'metrics listener', error: (error as Error)?.stack ?? String(error)}));
     return this.#changes;
   }
@@ -218,7 +222,8 @@ export class MetricsEndpoint {
   }
 
   async #listen(address: BindAddress, registry: Registry): Promise<void> {
-    const server = http.createServer({headersTimeout: 10_000, requestTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024}, (req, res) => {
+    // Timeouts checked every second (Node's default is 30 s): a slow client gives its place up soon.
+    const server = http.createServer({headersTimeout: 10_000, requestTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1000}, (req, res) => {
       void this.#answer(registry, req, res);
     });
     server.maxConnections = MAX_SCRAPE_CONNECTIONS;
@@ -239,6 +244,8 @@ export class MetricsEndpoint {
     this.daemon.bus.emit({type: 'metrics', address: address.label, state: 'listening', port: this.#port});
   }
 
+  #collected: {at: number; text: Promise<string>} | undefined;
+
   async #stop(): Promise<void> {
     const server = this.#server;
     if (!server) return;
@@ -251,6 +258,12 @@ export class MetricsEndpoint {
     this.#address = undefined;
   }
 
+  #collect(registry: Registry): Promise<string> {
+    const now = performance.now();
+    if (!this.#collected || now - this.#collected.at > SCRAPE_REUSE_MS) this.#collected = {at: now, text: registry.metrics()};
+    return this.#collected.text;
+  }
+
   async #answer(registry: Registry, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -259,7 +272,7 @@ export class MetricsEndpoint {
     }
     let text: string;
     try {
-      text = await registry.metrics();
+      text = await this.#collect(registry);
     } catch (error) {
       this.daemon.bus.emit({type: 'internal-error', where: 'metrics scrape', error: (error as Error)?.stack ?? String(error)});
       res.writeHead(500, {'Content-Type': 'text/plain; charset=utf-8'}).end('the metrics could not be collected; the log says why\n');

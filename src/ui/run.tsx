@@ -1,7 +1,8 @@
 import {render} from 'ink';
 import {followControlSocket} from '../client/control-client.js';
 import type {Daemon} from '../daemon/daemon.js';
-import {readRecord} from '../daemon/jobs.js';
+import {readRecord} from '../daemon/output-reader.js';
+import type {OutputTextEvent} from '../protocol/job-record.js';
 import {Dashboard, type DashboardProps} from './Dashboard.js';
 import type {ControlRequest} from '../protocol/control-messages.js';
 import type {DashboardFeed, JobOutputMessage} from './feed.js';
@@ -19,7 +20,15 @@ export function daemonFeed(daemon: Daemon): DashboardFeed {
         listener({missing: true});
         return () => {};
       }
-      return readRecord(record, true, listener);
+      const sink = {
+        write: (event: OutputTextEvent) => {
+          listener(event);
+          return true;
+        },
+        drained: () => Promise.resolve(),
+        closed: false,
+      };
+      return readRecord(record, true, sink, (error) => daemon.bus.emit({type: 'internal-error', where: 'dashboard output', error: String(error)}));
     },
     cancel: (jobId) => Promise.resolve(daemon.cancelJob(jobId, 'dashboard')),
   };
