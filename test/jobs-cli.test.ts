@@ -50,6 +50,14 @@ describe('dffs-ctl exec and jobs, as processes', () => {
     assertLive(lines, 3, 0, 'exec');
   });
 
+  it('exec prints a burst of megabytes whole, on stdout and stderr', async () => {
+    const {url} = await startTestDaemon();
+    const result = await cli(url, ['exec', '--', 'seq 1 1000000; seq 1 200000 >&2; echo out']);
+    assert.equal(result.exitCode, 0, result.stderr.slice(-500));
+    assert.equal(result.stdout, `${Array.from({length: 1_000_000}, (_, index) => index + 1).join('\n')}\nout`);
+    assert.equal(result.stderr, Array.from({length: 200_000}, (_, index) => index + 1).join('\n'));
+  });
+
   it('jobs logs -f joined after 1.5 s gives what was kept at once, then each line as it is printed', async () => {
     const {url} = await startTestDaemon();
     const started = await cli(url, ['exec', '--no-wait', '--', linesCommand(4)]);

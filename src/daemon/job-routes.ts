@@ -115,17 +115,6 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
   sendJson(res, 200, {ok: true, message: '', data: {jobs}});
 }
 
-/** One JSON line per event, made once however many followers send it. */
-const lines = new WeakMap<object, string>();
-function lineOf(event: object): string {
-  let line = lines.get(event);
-  if (line === undefined) {
-    line = `${JSON.stringify(event)}\n`;
-    lines.set(event, line);
-  }
-  return line;
-}
-
 /**
  * GET /jobs/{id}/output: newline-delimited JSON, chunked, as output-reader.ts reads it: {"stream",
  * "data"} lines, {"skipped"} where output was not kept or a follower fell behind, and last
@@ -140,7 +129,7 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
     follow,
     {
       write: (event) => {
-        const room = res.write(lineOf(event));
+        const room = res.write(`${JSON.stringify(event)}\n`);
         if ('result' in event) res.end();
         return room;
       },

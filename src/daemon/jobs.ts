@@ -4,7 +4,6 @@
 // Bounded three ways (config): a count and an age of finished records, and the bytes of output
 // that finished records keep together; running and queued ones are bounded by MAX_RUNNING and
 // MAX_QUEUED already.
-import {StringDecoder} from 'node:string_decoder';
 import type {CommandResult} from './runner.js';
 import type {JobRecordView, JobState, NewJob, OutputStream} from '../protocol/job-record.js';
 
@@ -13,7 +12,7 @@ export const OUTPUT_SAMPLE_BYTES = 64 * 1024;
 
 
 /** What a follower of a job's output is told: each piece as it comes, as text, then the end. One object for every follower. */
-export type JobOutputEvent = {stream: OutputStream; data: string} | {end: JobRecordView};
+export type JobOutputEvent = {stream: OutputStream; chunk: Buffer} | {end: JobRecordView};
 
 /** What a running command holds of a stream: all of it from the start, up to OUTPUT_LIMIT and OUTPUT_BUDGET. */
 export type KeptOutput = (stream: OutputStream) => {chunks: Buffer[]; bytes: number};
@@ -59,12 +58,6 @@ export class OutputSample {
     return {head: Buffer.concat(this.#head), skippedBytes: this.total - this.keptBytes, tail: Buffer.concat(this.#tail)};
   }
 
-  /** The last `bytes` bytes pushed (fewer if fewer were). */
-  last(bytes: number): Buffer {
-    // A short tail follows the head without a gap: the last bytes may span both.
-    return Buffer.concat([...this.#head.slice(-bytes), ...this.#tail.slice(-bytes)]).subarray(-bytes);
-  }
-
   drop(): void {
     this.#head.length = 0;
     this.#tail.length = 0;
@@ -93,8 +86,6 @@ export class JobRecord {
   /** The running command's own hold on its output, from its start: what a late follower is given first. */
   keptWhileRunning: KeptOutput | undefined;
   readonly #followers = new Set<(event: JobOutputEvent) => void>();
-  /** One decoding of the live output for all its followers, while it has any: a character split between pieces is joined once. */
-  #decoders: Record<OutputStream, StringDecoder> | undefined;
 
   constructor(
     readonly job: NewJob,
@@ -128,9 +119,7 @@ export class JobRecord {
 
   output(stream: OutputStream, chunk: Buffer): void {
     this[stream].push(chunk);
-    if (!this.#decoders) return;
-    const data = this.#decoders[stream].write(chunk);
-    if (data) this.#tell({stream, data});
+    if (this.#followers.size > 0) this.#tell({stream, chunk});
   }
 
   /** A follower that throws is dropped and reported: the job's end must still reach the daemon. */
@@ -147,18 +136,8 @@ export class JobRecord {
 
   /** Calls back for each piece of output from now on, then for the end; returns the unsubscribe. */
   follow(follower: (event: JobOutputEvent) => void): () => void {
-    if (!this.#decoders) {
-      // Begun where the output is now: fed its last bytes (what they decode to is given by the
-      // replay), the decoders hold a character that is not finished yet, to finish it when the
-      // rest comes.
-      this.#decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
-      for (const stream of ['stdout', 'stderr'] as const) this.#decoders[stream].write(this[stream].last(3));
-    }
     this.#followers.add(follower);
-    return () => {
-      this.#followers.delete(follower);
-      if (this.#followers.size === 0) this.#decoders = undefined;
-    };
+    return () => this.#followers.delete(follower);
   }
 
   end(state: JobState, result: CommandResult): void {
@@ -170,13 +149,8 @@ export class JobRecord {
     this.stdout.total = Math.max(this.stdout.total, result.stdoutBytes);
     this.stderr.total = Math.max(this.stderr.total, result.stderrBytes);
     this.keptWhileRunning = undefined;
-    for (const stream of ['stdout', 'stderr'] as const) {
-      const data = this.#decoders?.[stream].end();
-      if (data) this.#tell({stream, data});
-    }
     this.#tell({end: this.view()});
     this.#followers.clear();
-    this.#decoders = undefined;
   }
 
   dropOutput(): number {

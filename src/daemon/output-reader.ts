@@ -3,14 +3,13 @@
 // finished one: the head and tail its record kept), then, when following, each piece as it comes,
 // then the result. Written in pieces of PIECE_BYTES, each after the reader has taken the last
 // (drain), with a turn of the event loop between them: a reader of ten megabytes of output delays
-// no other request, and holds no copy of it. A follower that falls behind the live output by more
-// than LIVE_QUEUE_BYTES is told how much it missed, and goes on.
+// no other request. A reader holds references to the job's own buffers, never a copy: a slow one
+// misses nothing the job held, and the job holds at most OUTPUT_LIMIT of each stream.
 import {StringDecoder} from 'node:string_decoder';
 import type {OutputStream, OutputTextEvent} from '../protocol/job-record.js';
 import type {JobOutputEvent, JobRecord} from './jobs.js';
 
 const PIECE_BYTES = 64 * 1024;
-const LIVE_QUEUE_BYTES = 256 * 1024;
 const STREAMS = ['stdout', 'stderr'] as const;
 
 /** Where a reader's events go. */
@@ -60,24 +59,15 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
  */
 export function readRecord(record: JobRecord, follow: boolean, sink: OutputSink, onError: (error: unknown) => void = () => {}): () => void {
   const held = heldNow(record);
-  const running = record.keptWhileRunning !== undefined && !record.finished;
-  // The live output not written yet; past LIVE_QUEUE_BYTES, what comes is counted, in place, not kept.
-  const live: (JobOutputEvent | Extract<OutputTextEvent, {skipped: unknown}>)[] = [];
-  let liveBytes = 0;
+  // The live output not written yet: the job's own buffers.
+  const live: JobOutputEvent[] = [];
+  const decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
   let wake: (() => void) | undefined;
   let stopped = false;
   // Subscribed in the same turn as the snapshot: the live output starts where it ends.
   const unfollow = follow && !record.finished
     ? record.follow((event) => {
-        if ('data' in event && liveBytes > LIVE_QUEUE_BYTES) {
-          const last = live.at(-1);
-          const bytes = Buffer.byteLength(event.data);
-          if (last && 'skipped' in last && last.skipped.stream === event.stream) last.skipped.bytes += bytes;
-          else live.push({skipped: {stream: event.stream, bytes}});
-        } else {
-          live.push(event);
-          if ('data' in event) liveBytes += event.data.length;
-        }
+        live.push(event);
         wake?.();
       })
     : undefined;
@@ -97,18 +87,19 @@ export function readRecord(record: JobRecord, follow: boolean, sink: OutputSink,
   };
   const read = async () => {
     for (const {stream, held: start, gap, tail} of held) {
-      let decoder = new StringDecoder('utf8');
-      for (const piece of pieces(start)) await put({stream, data: decoder.write(piece)});
+      for (const piece of pieces(start)) await put({stream, data: decoders[stream].write(piece)});
       if (gap > 0 && tail.length > 0) {
-        await put({stream, data: decoder.end()});
+        await put({stream, data: decoders[stream].end()});
         await put({skipped: {stream, bytes: gap}});
-        decoder = new StringDecoder('utf8');
       }
-      for (const piece of pieces([tail])) await put({stream, data: decoder.write(piece)});
-      // A running job's last character may be unfinished: the record's own decoding completes it.
-      if (!unfollow || !running) await put({stream, data: decoder.end()});
+      for (const piece of pieces([tail])) await put({stream, data: decoders[stream].write(piece)});
     }
+    // A follower's last characters may be finished by the live output, which the same decoders read.
+    const flush = async () => {
+      for (const stream of STREAMS) await put({stream, data: decoders[stream].end()});
+    };
     if (!unfollow) {
+      await flush();
       await put({result: record.view()});
       return;
     }
@@ -120,11 +111,11 @@ export function readRecord(record: JobRecord, follow: boolean, sink: OutputSink,
         continue;
       }
       if ('end' in event) {
+        await flush();
         await put({result: event.end});
         return;
       }
-      if ('data' in event) liveBytes -= event.data.length;
-      await put(event);
+      for (const piece of pieces([event.chunk])) await put({stream: event.stream, data: decoders[event.stream].write(piece)});
     }
   };
   read().then(stop, (error: unknown) => {
