@@ -4,12 +4,16 @@
 // then the result. Written in pieces of PIECE_BYTES, each after the reader has taken the last
 // (drain), with a turn of the event loop between them: a reader of ten megabytes of output delays
 // no other request. A reader holds references to the job's own buffers, never a copy: a slow one
-// misses nothing the job held, and the job holds at most OUTPUT_LIMIT of each stream.
+// misses nothing the job held. What all readers hold of live output not yet written is bounded
+// (LIVE_HELD_BYTES): past it, a reader is told how much it missed, in place, and goes on.
 import {StringDecoder} from 'node:string_decoder';
 import type {OutputStream, OutputTextEvent} from '../protocol/job-record.js';
 import type {JobOutputEvent, JobRecord} from './jobs.js';
 
 const PIECE_BYTES = 64 * 1024;
+/** Live output that readers hold, not yet written, all together: stalled readers cannot hold memory without end. */
+const LIVE_HELD_BYTES = 64 * 1024 * 1024;
+let liveHeld = 0;
 const STREAMS = ['stdout', 'stderr'] as const;
 
 /** Where a reader's events go. */
@@ -59,21 +63,35 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
  */
 export function readRecord(record: JobRecord, follow: boolean, sink: OutputSink, onError: (error: unknown) => void = () => {}): () => void {
   const held = heldNow(record);
-  // The live output not written yet: the job's own buffers.
-  const live: JobOutputEvent[] = [];
+  // The live output not written yet: the job's own buffers, or what did not fit in LIVE_HELD_BYTES.
+  const live: (JobOutputEvent | Extract<OutputTextEvent, {skipped: unknown}>)[] = [];
+  let mine = 0;
   const decoders = {stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8')};
   let wake: (() => void) | undefined;
   let stopped = false;
   // Subscribed in the same turn as the snapshot: the live output starts where it ends.
   const unfollow = follow && !record.finished
     ? record.follow((event) => {
-        live.push(event);
+        if ('chunk' in event && liveHeld + event.chunk.length > LIVE_HELD_BYTES) {
+          const last = live.at(-1);
+          if (last && 'skipped' in last && last.skipped.stream === event.stream) last.skipped.bytes += event.chunk.length;
+          else live.push({skipped: {stream: event.stream, bytes: event.chunk.length}});
+        } else {
+          live.push(event);
+          if ('chunk' in event) {
+            liveHeld += event.chunk.length;
+            mine += event.chunk.length;
+          }
+        }
         wake?.();
       })
     : undefined;
   const stop = () => {
     stopped = true;
     unfollow?.();
+    liveHeld -= mine;
+    mine = 0;
+    live.length = 0;
     wake?.();
   };
   const put = async (event: OutputTextEvent) => {
@@ -115,6 +133,13 @@ export function readRecord(record: JobRecord, follow: boolean, sink: OutputSink,
         await put({result: event.end});
         return;
       }
+      if ('skipped' in event) {
+        await put({stream: event.skipped.stream, data: decoders[event.skipped.stream].end()});
+        await put(event);
+        continue;
+      }
+      liveHeld -= event.chunk.length;
+      mine -= event.chunk.length;
       for (const piece of pieces([event.chunk])) await put({stream: event.stream, data: decoders[event.stream].write(piece)});
     }
   };
