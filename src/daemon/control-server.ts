@@ -2,7 +2,7 @@ import type {Server, Socket} from 'node:net';
 import {dirname} from 'node:path';
 import {LineBuffer} from '../common/line-buffer.js';
 import {fs, net} from '../common/node-builtins.js';
-import {readRecord} from './output-reader.js';
+import {drainedOrClosed, readRecord} from './output-reader.js';
 import type {OutputTextEvent} from '../protocol/job-record.js';
 import {isLive} from './state-lock.js';
 import type {Daemon} from './daemon.js';
@@ -57,15 +57,7 @@ function serveRequests(daemon: Daemon, socket: Socket): void {
         if ('result' in output) following.delete(jobId);
         return socket.write(`${JSON.stringify({type: 'output', jobId, output} satisfies ControlMessage)}\n`);
       },
-      drained: () => new Promise<void>((resolve) => {
-        const done = () => {
-          socket.off('drain', done);
-          socket.off('close', done);
-          resolve();
-        };
-        socket.once('drain', done);
-        socket.once('close', done);
-      }),
+      drained: () => drainedOrClosed(socket),
       get closed() {
         return socket.destroyed;
       },

@@ -4,7 +4,7 @@
 import type {ServerResponse} from 'node:http';
 import type {AcceptedKey} from '../config/config.js';
 import type {JobRecord, JobStore} from './jobs.js';
-import {readRecord} from './output-reader.js';
+import {drainedOrClosed, readRecord} from './output-reader.js';
 import type {CancelOutcome} from './job-queue.js';
 import {Refusal} from './refusal.js';
 import {sendJson} from './reply.js';
@@ -133,15 +133,7 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
         if ('result' in event) res.end();
         return room;
       },
-      drained: () => new Promise((resolve) => {
-        const done = () => {
-          res.off('drain', done);
-          res.off('close', done);
-          resolve();
-        };
-        res.once('drain', done);
-        res.once('close', done);
-      }),
+      drained: () => drainedOrClosed(res),
       get closed() {
         return res.destroyed || res.writableEnded;
       },
