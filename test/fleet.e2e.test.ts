@@ -117,7 +117,8 @@ async function bootHost(host: (typeof HOSTS)[number], publicKey: string): Promis
 /** ansible-playbook site.yml with these extra variables, from a directory with nothing of ours in it. */
 async function runPlaybook(t: TestContext, label: string, extraVars: Record<string, string>): Promise<PlaybookRun> {
   const started = Date.now();
-  const result = await execa('ansible-playbook', ['-i', paths.inventory, PLAYBOOK, ...Object.entries(extraVars).flatMap(([key, value]) => ['-e', `${key}=${value}`])], {
+  // -v: each task's output in the log, where no key may show.
+  const result = await execa('ansible-playbook', ['-v', '-i', paths.inventory, PLAYBOOK, ...Object.entries(extraVars).flatMap(([key, value]) => ['-e', `${key}=${value}`])], {
     cwd: work,
     reject: false,
     all: true,
@@ -248,6 +249,7 @@ describe('the Ansible playbook on three hosts', () => {
       HOSTS.map((host) => ({id: `sidecar_${host.name.replace('-', '_')}`, title: host.name, host: host.address, port: PORT, protocol: 'http', keyLength: 32})),
     );
     assert.equal(new Set(sheet.map((connector) => connector.secretKey)).size, 3, 'each host has its own key');
+    for (const {secretKey} of sheet) assert.ok(!run.output.includes(secretKey), 'no key in the playbook\'s verbose output');
     await assertKeysAnswer(sheet);
     for (const host of HOSTS) {
       assert.equal((await status(host)).version, OLD_VERSION);
@@ -321,8 +323,9 @@ print('gave it back after the rollback' if moved else 'gave it back without a ro
     );
     assert.equal((await status(last)).version, OLD_VERSION);
     assert.equal(await onHost(last, 'test -e /var/cache/dataflux-func-sidecar && echo staged || echo nothing'), 'nothing');
-    // Keys are kept through an upgrade and its rollback.
+    // Keys are kept through an upgrade and its rollback, and none shows in the verbose output.
     await assertKeysAnswer(readSheet());
+    for (const {secretKey} of readSheet()) assert.ok(!run.output.includes(secretKey), 'no key in the playbook\'s verbose output');
   });
 
   it(`rotates every key with a grace: the old keys work for ${GRACE_SECONDS} s, then are refused; the sheet's new keys work`, async (t) => {
