@@ -149,7 +149,8 @@ export class JobRecord {
     this.stdout.total = Math.max(this.stdout.total, result.stdoutBytes);
     this.stderr.total = Math.max(this.stderr.total, result.stderrBytes);
     this.keptWhileRunning = undefined;
-    this.#tell({end: this.view()});
+    // A view costs three dates and a copy: made only for a follower (most jobs have none).
+    if (this.#followers.size > 0) this.#tell({end: this.view()});
     this.#followers.clear();
   }
 
