@@ -1,11 +1,12 @@
-import {Args, Command} from '@oclif/core';
+import {Args} from '@oclif/core';
+import {JsonCommand} from '../client/json-command.js';
 import {bindReport, readSystemConfig, setBind, type BindReport} from '../admin/service.js';
 import {readSnapshot} from '../client/control-client.js';
 import {exitCodeFor} from '../common/user-error.js';
 import {SERVICE_CONTROL_SOCKET} from '../config/runtime-paths.js';
 import {requireRoot} from '../admin/preconditions.js';
 
-export default class Bind extends Command {
+export default class Bind extends JsonCommand {
   static override summary = 'Show the bind addresses, or set them and apply them without a restart.';
   static override description = 'Without an argument: each address in BIND, its listener\'s state in the running service, and whether it answers. With a list: validates it, saves it to /etc/dataflux-func-sidecar and reloads the service (SIGHUP), so running commands are not interrupted.';
   static override examples = [

@@ -1,11 +1,12 @@
-import {Args, Command, Flags} from '@oclif/core';
+import {Args, Flags} from '@oclif/core';
+import {JsonCommand} from '../client/json-command.js';
 import {commandAfterDashes} from '../client/exec-argv.js';
 import {exitCodeOfJob, followJob, startJob, terminalQuestion} from '../client/exec-live.js';
 import {resolveTarget} from '../client/target.js';
 import {targetFlags} from '../client/target-flags.js';
 import {exitCodeFor} from '../common/user-error.js';
 
-export default class Exec extends Command {
+export default class Exec extends JsonCommand {
   static override summary = 'Run a command through the sidecar, signed exactly as DataFlux Func signs it.';
   static override description = `Sends POST /shell to the local sidecar (the first BIND address and the key from the config, unless --url and --secret-key are given), prints the command's stdout and stderr to the matching streams as they come, and exits with its exit code (124 for a timeout, 130 when cancelled, 128+N for a signal). A test of the whole path Func uses.
 

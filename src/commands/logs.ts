@@ -1,8 +1,9 @@
-import {Command, Flags} from '@oclif/core';
+import {Flags} from '@oclif/core';
+import {JsonCommand} from '../client/json-command.js';
 import {execa} from 'execa';
 import {journalArgs, parseJournalLine, renderEntry, type LogEntry} from '../admin/logs.js';
 
-export default class Logs extends Command {
+export default class Logs extends JsonCommand {
   static override summary = 'Show the service\'s events from the journal.';
   static override description = 'Reads journalctl -u dataflux-func-sidecar and renders each event on one readable line (coloured on a terminal). --json prints one JSON object per line instead.';
   static override examples = [

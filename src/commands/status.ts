@@ -1,11 +1,12 @@
 import {resolve} from 'node:path';
-import {Command, Flags} from '@oclif/core';
+import {Flags} from '@oclif/core';
+import {JsonCommand} from '../client/json-command.js';
 import {printable} from '../common/printable.js';
 import {serveStatus, serviceStatus, type ServiceStatus} from '../admin/service.js';
 import {SYSTEM_CONFIG_PATH} from '../config/config.js';
 import {formatDuration} from '../common/duration.js';
 
-export default class Status extends Command {
+export default class Status extends JsonCommand {
   static override summary = 'Show whether the sidecar service is installed, running and answering.';
   static override description = `Unit state (active, enabled, PID, since, restarts, the status the daemon last told systemd, its watchdog), version, each bind address and whether it answers, the secret's age and any grace of the previous key (never the key), and the daemon's counters and running commands.
 

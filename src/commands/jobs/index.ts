@@ -1,4 +1,5 @@
-import {Command, Flags} from '@oclif/core';
+import {Flags} from '@oclif/core';
+import {JsonCommand} from '../../client/json-command.js';
 import {listJobs} from '../../client/jobs-client.js';
 import {jobTable} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
@@ -6,7 +7,7 @@ import {targetFlags} from '../../client/target-flags.js';
 import {exitCodeFor} from '../../common/user-error.js';
 import type {JobRecordView} from '../../protocol/job-record.js';
 
-export default class Jobs extends Command {
+export default class Jobs extends JsonCommand {
   static override summary = 'List the sidecar\'s recent jobs, newest first.';
   static override description = `Every command the sidecar accepts is a job, kept for JOB_HISTORY_SECONDS (up to JOB_HISTORY finished ones) with its state, key, result and the head and tail of its output. A key with an allow list sees only its own jobs; SECRET_KEY sees all.`;
   static override examples = [

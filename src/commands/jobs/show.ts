@@ -1,4 +1,5 @@
-import {Args, Command} from '@oclif/core';
+import {Args} from '@oclif/core';
+import {JsonCommand} from '../../client/json-command.js';
 import {showJob} from '../../client/jobs-client.js';
 import {jobDetails} from '../../client/job-format.js';
 import {resolveTarget} from '../../client/target.js';
@@ -6,7 +7,7 @@ import {targetFlags} from '../../client/target-flags.js';
 import {exitCodeFor} from '../../common/user-error.js';
 import type {JobRecordView} from '../../protocol/job-record.js';
 
-export default class JobsShow extends Command {
+export default class JobsShow extends JsonCommand {
   static override summary = 'Show one job: its state, result, output sizes and callback.';
   static override examples = [
     {description: 'A job by its id (exec --no-wait and jobs print it)', command: 'sudo <%= config.bin %> <%= command.id %> 0d9f6a8e-5b1c-4f3e-9a51-7c2d8e4b6f10'},

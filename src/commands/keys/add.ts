@@ -1,9 +1,10 @@
-import {Args, Command, Flags} from '@oclif/core';
+import {Args, Flags} from '@oclif/core';
+import {JsonCommand} from '../../client/json-command.js';
 import {configTarget} from '../../admin/config-target.js';
 import {addKey} from '../../admin/keys.js';
 import {exitCodeFor} from '../../common/user-error.js';
 
-export default class KeysAdd extends Command {
+export default class KeysAdd extends JsonCommand {
   static override summary = 'Add a named key, limited to the commands it may run, and apply it without a restart.';
   static override description = `Each --allow is a regular expression the whole command must match (it is anchored at both ends whatever is written), so "systemctl restart nginx; rm -rf /" does not match "systemctl restart [a-z]+". Without --allow the key may run anything. A key limited by --allow may set no variables unless --env names them. The new secret is printed once: give it to the Func connector that is to use the key.`;
   static override examples = [

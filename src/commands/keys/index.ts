@@ -1,9 +1,10 @@
-import {Command, Flags} from '@oclif/core';
+import {Flags} from '@oclif/core';
+import {JsonCommand} from '../../client/json-command.js';
 import {configTarget} from '../../admin/config-target.js';
 import {listKeys, type KeyListing} from '../../admin/keys.js';
 import {exitCodeFor} from '../../common/user-error.js';
 
-export default class Keys extends Command {
+export default class Keys extends JsonCommand {
   static override summary = 'List the keys requests may be signed with, and what each may run.';
   static override description = `SECRET_KEY is listed as "default" and may run anything, as under the original Sidecar. Named keys (keys add) are for one Func connector or script group each, with an optional list of patterns the whole command must match, a fixed working directory, the variables a request may set, and the longest timeout. Secrets are never listed: secret show --name prints one.`;
   static override examples = [

@@ -1,9 +1,10 @@
-import {Command, Flags} from '@oclif/core';
+import {Flags} from '@oclif/core';
+import {JsonCommand} from '../../client/json-command.js';
 import {keySecret} from '../../admin/keys.js';
 import {ConfigError, defaultConfigPath, readConfig} from '../../config/config.js';
 import {DEFAULT_KEY_NAME} from '../../config/keys.js';
 
-export default class SecretShow extends Command {
+export default class SecretShow extends JsonCommand {
   static override summary = 'Print the secret key that DataFlux Func must sign requests with.';
   static override description = 'Prints the SECRET_KEY of the config, to paste into the Func connector ("Secret Key"). Reading /etc/dataflux-func-sidecar needs root.';
   static override examples = [
