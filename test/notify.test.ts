@@ -121,6 +121,20 @@ describe('the systemd notify protocol, with a real serve and a real datagram soc
     await eventually(() => (processExists(ready.pid) ? undefined : true), 5_000, 'the notifier to exit with serve');
   });
 
+  it('starts another notifier when its notifier is killed, so that the watchdog does not restart a daemon that serves', {timeout: 30_000}, async () => {
+    const {path, received} = await startReceiver(tempDir());
+    const serve = await serveWith(`export NOTIFY_SOCKET=${path} WATCHDOG_USEC=400000 WATCHDOG_PID=$$`);
+    const first = await eventually(() => received.find((entry) => entry.message.startsWith('READY=1')), 10_000, 'READY=1');
+    // Past its first second: a notifier that ends sooner is taken for one that cannot send.
+    await sleep(1200);
+    process.kill(first.pid, 'SIGKILL');
+    const again = await eventually(() => received.find((entry) => entry.pid !== first.pid && entry.message.startsWith('READY=1')), 5_000, 'READY=1 from a new notifier');
+    assert.match(again.message, /^READY=1\nSTATUS=serving 127\.0\.0\.1:\d+; 0 running, 0 queued$/);
+    await eventually(() => (received.filter((entry) => entry.pid === again.pid && entry.message === 'WATCHDOG=1').length >= 3 ? true : undefined), 5_000, 'watchdog pings from the new notifier');
+    assert.ok(serve.events.some((event) => event.event === 'systemd-notify' && /--notify exited \(SIGKILL\); starting another/.test(String(event.error))));
+    assert.equal((await signedPost(serve.url, {command: 'echo served'})).json.data.stdout, 'served\n');
+  });
+
   it('sends no watchdog ping when WATCHDOG_PID names another process, and READY=1 all the same', {timeout: 30_000}, async () => {
     const {path, received} = await startReceiver(tempDir());
     await serveWith(`export NOTIFY_SOCKET=${path} WATCHDOG_USEC=200000 WATCHDOG_PID=1`);

@@ -17,6 +17,12 @@ import type {DaemonStatus} from '../protocol/control-messages.js';
 
 /** STATUS= is for people reading `systemctl status`: a datagram a second at most, whatever the traffic. */
 const STATUS_EVERY_MS = 1000;
+/**
+ * A notifier that ends sooner than this after its start cannot send (no socket there): it is not
+ * started again, and the watchdog restarts the daemon. One that ran longer was killed or crashed:
+ * another is started at once, or the watchdog would restart a daemon that serves well.
+ */
+const NOTIFIER_QUICK_EXIT_MS = 1000;
 
 /** How often to send WATCHDOG=1: at half the time systemd allows; undefined when it expects none from this process. */
 export function watchdogIntervalMs(env: NodeJS.ProcessEnv, pid = process.pid): number | undefined {
@@ -66,7 +72,7 @@ export function notifySystemd(daemon: Daemon, options: NotifyOptions = {}): Syst
 
 /** The daemon's messages to systemd, through one `dffs-spawn --notify` child, until the daemon has stopped. */
 export class SystemdNotifier {
-  readonly #child: ChildProcessByStdio<Writable, null, Readable>;
+  #child!: ChildProcessByStdio<Writable, null, Readable>;
   readonly #unsubscribe: () => void;
   readonly #watchdog: NodeJS.Timeout | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -77,21 +83,11 @@ export class SystemdNotifier {
 
   constructor(
     private readonly daemon: Daemon,
-    helper: string,
-    socket: string,
-    watchdogMs: number | undefined,
+    private readonly helper: string,
+    private readonly socket: string,
+    private readonly watchdogMs: number | undefined,
   ) {
-    // A session of its own, as the spawn helper: a terminal's Ctrl-C is the daemon's to handle.
-    const child = spawn(helper, ['--notify'], {env: {NOTIFY_SOCKET: socket}, stdio: ['pipe', 'ignore', 'pipe'], detached: true});
-    this.#child = child;
-    child.stderr.setEncoding('utf8');
-    let stderr = '';
-    child.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
-    // Its end is reported by 'error' or 'close'.
-    child.stdin.on('error', () => {});
-    child.on('error', (error) => this.#gone(`cannot run ${helper} --notify: ${error.message}`));
-    child.on('close', (code, signal) => this.#gone(`${helper} --notify exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`));
-    daemon.bus.emit({type: 'systemd-notify', helper, pid: child.pid, ...(watchdogMs === undefined ? {} : {watchdogMs})});
+    this.#start();
     this.#unsubscribe = daemon.bus.subscribe((event) => {
       if (event.type === 'stopping') {
         this.#stopping = true;
@@ -148,9 +144,34 @@ export class SystemdNotifier {
     if (!this.#closed) this.#child.stdin.write(`${message}\0`);
   }
 
-  #gone(reason: string): void {
-    if (this.#closed) return;
-    this.close();
-    this.daemon.bus.emit({type: 'systemd-notify', error: `${reason}; systemd hears nothing more from the daemon (its watchdog restarts it)`});
+  #start(): void {
+    const {helper, watchdogMs} = this;
+    const startedAt = performance.now();
+    // A session of its own, as the spawn helper: a terminal's Ctrl-C is the daemon's to handle.
+    const child = spawn(helper, ['--notify'], {env: {NOTIFY_SOCKET: this.socket}, stdio: ['pipe', 'ignore', 'pipe'], detached: true});
+    this.#child = child;
+    child.stderr.setEncoding('utf8');
+    let stderr = '';
+    child.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
+    // Its end is reported by 'error' or 'close'.
+    child.stdin.on('error', () => {});
+    child.on('error', (error) => this.#gone(child, `cannot run ${helper} --notify: ${error.message}`, true));
+    child.on('close', (code, signal) => {
+      this.#gone(child, `${helper} --notify exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`, performance.now() - startedAt < NOTIFIER_QUICK_EXIT_MS);
+    });
+    this.daemon.bus.emit({type: 'systemd-notify', helper, pid: child.pid, ...(watchdogMs === undefined ? {} : {watchdogMs})});
+  }
+
+  #gone(child: ChildProcessByStdio<Writable, null, Readable>, reason: string, quick: boolean): void {
+    if (this.#closed || child !== this.#child) return;
+    if (quick) {
+      this.close();
+      this.daemon.bus.emit({type: 'systemd-notify', error: `${reason}; systemd hears nothing more from the daemon (its watchdog restarts it)`});
+      return;
+    }
+    this.daemon.bus.emit({type: 'systemd-notify', error: `${reason}; starting another`});
+    this.#start();
+    // What the lost one may not have sent: where the daemon stands, and what it serves.
+    this.#send(`${this.#stopping ? 'STOPPING=1' : 'READY=1'}\n${this.#status()}`);
   }
 }
