@@ -124,7 +124,13 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
   res.writeHead(200, {'Content-Type': 'application/x-ndjson; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff'});
   // A silent job's follower sees the answer begin at once, not at the first line.
   res.flushHeaders();
-  const stop = readRecord(
+  // Registered first: a reader's place comes back however its answer ends, a throw included.
+  let stop = () => {};
+  res.once('close', () => {
+    stop();
+    release();
+  });
+  stop = readRecord(
     record,
     follow,
     {
@@ -143,10 +149,6 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
       res.destroy();
     },
   );
-  res.once('close', () => {
-    stop();
-    release();
-  });
 }
 
 export interface JobRouteContext {
