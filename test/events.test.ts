@@ -45,6 +45,16 @@ describe('event bus and log lines', () => {
     assert.match(formatEvent(event, false), /^\S+Z INFO  request-accepted jobId=j remote=127.0.0.1 key=default command="echo a\\necho b" wait=true/);
   });
 
+  it('writes no character a terminal acts on, as JSON or text, and the JSON parses back to the command', () => {
+    const bus = new EventBus();
+    // ESC and BEL (a title change), an 8-bit CSI, DEL, and a right-to-left override.
+    const command = 'sleep 1 # \x1b]0;owned\x07 \x9b2J \x7f \u202eexe.sh';
+    const event = bus.emit({type: 'request-accepted', jobId: 'j', remote: '127.0.0.1', key: 'default', command, wait: true, envKeys: [], timeoutSeconds: 5});
+    for (const json of [true, false]) assert.doesNotMatch(formatEvent(event, json), /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
+    assert.equal(JSON.parse(formatEvent(event, true)).command, command);
+    assert.ok(formatEvent(event, false).includes('\\u009b2J \\u007f \\u202eexe.sh'));
+  });
+
   it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would', () => {
     const value = fc.oneof(fc.string({unit: 'binary'}), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(undefined), fc.array(fc.string()));
     fc.assert(

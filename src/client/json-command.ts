@@ -1,16 +1,5 @@
 import {Command, ux} from '@oclif/core';
-
-/**
- * Characters JSON leaves raw that a terminal may still act on: C1 controls (U+009B starts an escape
- * sequence in xterm, as ESC [ does) and bidirectional overrides. JSON.stringify already escapes
- * the C0 range (ESC and BEL among them).
- */
-const RAW_IN_JSON = /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
-
-/** The JSON of a command's result, with every character a terminal could act on written as a \u escape: the same data once parsed. */
-export function terminalSafeJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(RAW_IN_JSON, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
+import {terminalSafeJson} from '../common/printable.js';
 
 /**
  * A command with --json: what it returns may hold command lines and output from Func, printed
@@ -18,6 +7,6 @@ export function terminalSafeJson(value: unknown): string {
  */
 export abstract class JsonCommand extends Command {
   override logJson(json: unknown): void {
-    ux.stdout(terminalSafeJson(json));
+    ux.stdout(terminalSafeJson(JSON.stringify(json, null, 2)));
   }
 }

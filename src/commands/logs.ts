@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core';
 import {JsonCommand} from '../client/json-command.js';
+import {terminalSafeJson} from '../common/printable.js';
 import {execa} from 'execa';
 import {journalArgs, parseJournalLine, renderEntry, type LogEntry} from '../admin/logs.js';
 
@@ -34,7 +35,7 @@ export default class Logs extends JsonCommand {
       if (!entry) continue;
       if (!json) this.log(renderEntry(entry, colour));
       // Followed with --json: one object per line as it comes (the command only ends when stopped).
-      else if (flags.follow) process.stdout.write(`${JSON.stringify(entry)}\n`);
+      else if (flags.follow) process.stdout.write(`${terminalSafeJson(JSON.stringify(entry))}\n`);
       else entries.push(entry);
     }
     const result = await journal;

@@ -7,3 +7,14 @@
 export function printable(text: string): string {
   return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
 }
+
+/**
+ * What JSON.stringify leaves raw that a terminal may still act on: DEL, the C1 controls (xterm
+ * takes U+009B as ESC [) and bidirectional overrides. It escapes the C0 range (ESC, BEL) itself.
+ */
+const RAW_IN_JSON = /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/** JSON text with those characters written as \u escapes: the same data once parsed, harmless when printed. */
+export function terminalSafeJson(json: string): string {
+  return json.replace(RAW_IN_JSON, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

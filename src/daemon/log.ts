@@ -1,12 +1,13 @@
 import type {SidecarEvent} from './events.js';
 import {isoTime} from '../common/iso-time.js';
+import {terminalSafeJson} from '../common/printable.js';
 
 function plainValue(value: unknown): string {
   if (typeof value === 'string') {
     // Quoting escapes newlines and control characters, so one event is always one line.
-    return /^[\w./:@+-]+$/.test(value) ? value : JSON.stringify(value);
+    return /^[\w./:@+-]+$/.test(value) ? value : terminalSafeJson(JSON.stringify(value));
   }
-  return JSON.stringify(value);
+  return terminalSafeJson(JSON.stringify(value));
 }
 
 /** An event's own fields as `key=value` text (values quoted when they need it). */
@@ -29,9 +30,9 @@ function jsonLine(event: SidecarEvent): string {
   const json = JSON.stringify(event);
   const typeJson = JSON.stringify(type);
   const busPrefix = `{"time":${time},"level":"${level}","type":${typeJson}`;
-  if (json.startsWith(busPrefix)) return `{"time":"${isoTime(time)}","level":"${level}","event":${typeJson}${json.slice(busPrefix.length)}`;
+  if (json.startsWith(busPrefix)) return terminalSafeJson(`{"time":"${isoTime(time)}","level":"${level}","event":${typeJson}${json.slice(busPrefix.length)}`);
   const {time: _time, level: _level, type: _type, ...fields} = event;
-  return JSON.stringify({time: isoTime(time), level, event: type, ...fields});
+  return terminalSafeJson(JSON.stringify({time: isoTime(time), level, event: type, ...fields}));
 }
 
 /** One line for an event: JSON for the journal and pipes, `key=value` text for a terminal. */
