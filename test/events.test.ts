@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
 import {countEvent, emptyCounters, EventBus, type SidecarEvent} from '../src/daemon/events.js';
 import {EventLog, formatEvent, LOG_BATCH_MS} from '../src/daemon/log.js';
+import {terminalSafeJson} from '../src/common/printable.js';
 
 describe('event bus and log lines', () => {
   it('keeps a bounded history, oldest first, where requests do not push out the daemon\'s own events', () => {
@@ -55,14 +56,16 @@ describe('event bus and log lines', () => {
     assert.ok(formatEvent(event, false).includes('\\u009b2J \\u007f \\u202eexe.sh'));
   });
 
-  it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would', () => {
+  it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would, what a terminal acts on escaped', () => {
     const value = fc.oneof(fc.string({unit: 'binary'}), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(undefined), fc.array(fc.string()));
     fc.assert(
       fc.property(fc.dictionary(fc.stringMatching(/^[A-Za-z_]\w{0,15}$/).filter((key) => !['time', 'level', 'type'].includes(key)), value), fc.integer({min: 0, max: 4e12}), (fields, time) => {
         // In the bus's key order (time, level, type first) and in another.
         for (const event of [{time, level: 'info', type: 'command-finished', ...fields}, {type: 'command-finished', ...fields, time, level: 'info'}] as unknown as SidecarEvent[]) {
           const {time: _time, level, type, ...rest} = event;
-          assert.equal(formatEvent(event, true), JSON.stringify({time: new Date(time).toISOString(), level, event: type, ...rest}));
+          const expected = {time: new Date(time).toISOString(), level, event: type, ...rest};
+          assert.equal(formatEvent(event, true), terminalSafeJson(JSON.stringify(expected)));
+          assert.deepEqual(JSON.parse(formatEvent(event, true)), JSON.parse(JSON.stringify(expected)));
         }
       }),
       {numRuns: 2000},
