@@ -166,6 +166,18 @@ describe('logs', () => {
     assert.equal(plain?.message, 'hi');
     assert.equal(parseJournalLine('not json'), undefined);
   });
+
+  it('draws no terminal control from the journal, and shows a line that only looks like an event as text', () => {
+    const record = (message: unknown) => JSON.stringify({__REALTIME_TIMESTAMP: '1795543200000000', MESSAGE: message});
+    // A crash trace, say, with a request's text in it: bytes with ESC, and a line break.
+    const raw = parseJournalLine(record([...Buffer.from('trace \x1b]0;owned\x07\n\x9b2J')]));
+    assert.equal(renderEntry(raw!, false), '2026-11-24T18:00:00.000Z trace \ufffd]0;owned\ufffd \ufffd2J');
+    for (const lookalike of ['{"time":"x","level":"info","event":"started"}', '{"time":"2026-11-24T10:00:00.000Z","event":"started"}', '{"time":"2026-11-24T10:00:00.000Z","level":"info","event":{"a":1}}']) {
+      const entry = parseJournalLine(record(lookalike));
+      assert.equal(entry?.event, undefined, lookalike);
+      assert.equal(renderEntry(entry!, false), `2026-11-24T18:00:00.000Z ${lookalike}`);
+    }
+  });
 });
 
 describe('durations', () => {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import {writeFileSync} from 'node:fs';
 import {request, type ClientRequest, type IncomingMessage} from 'node:http';
+import {connect} from 'node:net';
 import {join} from 'node:path';
 import {describe, it} from 'node:test';
 import {setFlagsFromString} from 'node:v8';
@@ -106,6 +107,37 @@ describe("a reader's place among the followers", () => {
     await cancelJob({baseUrl: url, secretKey: TEST_SECRET}, id);
     assert.equal(resultOf(await lines)?.state, 'cancelled');
     assert.deepEqual(events.filter((event) => event.type === 'internal-error'), []);
+  });
+
+  it(`is given back for every answer of a pipelining connection that is reset, the queued ones included`, async () => {
+    const {url} = await startTestDaemon();
+    const id = await start(url, 'sleep 60');
+    const path = `/jobs/${id}/output`;
+    // Requests one after another on one connection, before any answer: only the first answer
+    // has the connection; the others wait behind it, each holding a place.
+    const pipelined = Array.from({length: FOLLOWERS_PER_KEY_MAX + 8}, () => {
+      const headers = Object.entries(signRequest(TEST_SECRET, 'GET', path, '')).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+      return `GET ${path}?follow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}\r\n`;
+    }).join('');
+    const connection = connect(Number(new URL(url).port), '127.0.0.1');
+    connection.on('error', () => {});
+    await new Promise((resolve) => connection.once('connect', resolve));
+    connection.write(pipelined);
+    await eventually(async () => {
+      const {req, res} = await openOutput(url, id, true);
+      req.destroy();
+      return res.statusCode === 429 ? true : undefined;
+    }, 5_000, 'the pipelined followers to hold every place of the key');
+    connection.resetAndDestroy();
+    // Every place back: as many followers as the key may have, at once, each let in.
+    const followers = await eventually(async () => {
+      const opened = await Promise.all(Array.from({length: FOLLOWERS_PER_KEY_MAX}, () => openOutput(url, id, true)));
+      if (opened.every(({res}) => res.statusCode === 200)) return opened;
+      for (const {req} of opened) req.destroy();
+      return undefined;
+    }, 5_000, `${FOLLOWERS_PER_KEY_MAX} followers let in after the reset`);
+    for (const {req} of followers) req.destroy();
+    await cancelJob({baseUrl: url, secretKey: TEST_SECRET}, id);
   });
 });
 

@@ -1,6 +1,7 @@
 import {Chalk} from 'chalk';
 import type {EventLevel, SidecarEvent} from '../daemon/events.js';
 import {formatFields} from '../daemon/log.js';
+import {oneLine} from '../common/printable.js';
 import {SERVICE_NAME} from './paths.js';
 
 export interface LogQuery {
@@ -55,7 +56,8 @@ export function parseJournalLine(line: string): LogEntry | undefined {
     try {
       const {time: eventTime, event: type, ...fields} = JSON.parse(text) as Record<string, unknown>;
       const event = {...fields, type, time: Date.parse(String(eventTime))} as SidecarEvent;
-      return {time, event, ...(pid ? {pid} : {})};
+      // Drawn as an event only when it is one in every part that is drawn.
+      if (typeof type === 'string' && Number.isFinite(event.time) && Object.hasOwn(LEVEL_COLOURS, String(event.level))) return {time, event, ...(pid ? {pid} : {})};
     } catch {
       // Not one of ours after all: shown as text.
     }
@@ -68,8 +70,8 @@ const LEVEL_COLOURS: Record<EventLevel, 'green' | 'yellow' | 'red'> = {info: 'gr
 /** A readable line: the event as `key=value` text, coloured by level when `colour` is on. */
 export function renderEntry(entry: LogEntry, colour: boolean): string {
   const chalk = new Chalk({level: colour ? 1 : 0});
-  if (!entry.event) return `${chalk.dim(entry.time)} ${entry.message}`;
+  if (!entry.event) return `${chalk.dim(entry.time)} ${oneLine(entry.message ?? '')}`;
   const {event} = entry;
   const level = chalk[LEVEL_COLOURS[event.level]](event.level.toUpperCase().padEnd(5));
-  return `${chalk.dim(new Date(event.time).toISOString())} ${level} ${chalk.bold(event.type)} ${formatFields(event)}`.trimEnd();
+  return `${chalk.dim(new Date(event.time).toISOString())} ${level} ${chalk.bold(oneLine(event.type))} ${formatFields(event)}`.trimEnd();
 }

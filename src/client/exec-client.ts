@@ -2,6 +2,7 @@ import {funcJson} from '../protocol/func-json.js';
 import {http, https} from '../common/node-builtins.js';
 import {signRequest} from '../protocol/signature.js';
 import {UserError} from '../common/user-error.js';
+import {oneLine} from '../common/printable.js';
 
 export interface ExecRequest {
   command: string;
@@ -73,6 +74,6 @@ export function parseReply(baseUrl: string, reply: {status: number; text: string
   try {
     return {status: reply.status, body: JSON.parse(reply.text) as ExecReply['body']};
   } catch {
-    throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${reply.text.slice(0, 200)}`, 69);
+    throw new ExecError(`${baseUrl} answered HTTP ${reply.status} with something that is not the sidecar's JSON: ${oneLine(reply.text.slice(0, 200))}`, 69);
   }
 }

@@ -5,6 +5,7 @@ import {ExecError, sendShell, type ExecRequest} from './exec-client.js';
 import {cancelJob, readOutput} from './jobs-client.js';
 import type {SidecarTarget} from './target.js';
 import type {JobRecordView} from '../protocol/job-record.js';
+import {oneLine} from '../common/printable.js';
 
 const SIGNAL_NUMBERS: Record<string, number> = {SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15};
 
@@ -22,7 +23,7 @@ export async function startJob(target: SidecarTarget, request: Omit<ExecRequest,
   const {status, body} = await sendShell(target.baseUrl, target.secretKey, {...request, wait: false}, target.ca);
   if (status !== 200 || !body.ok) {
     const hint = status === 401 ? ' (is the key right? see sudo dffs-ctl secret show)' : '';
-    throw new ExecError(`the sidecar refused the request: HTTP ${status}: ${body.message}${hint}`, status === 401 ? 77 : 1);
+    throw new ExecError(`the sidecar refused the request: HTTP ${status}: ${oneLine(String(body.message))}${hint}`, status === 401 ? 77 : 1);
   }
   const jobId = body.data?.jobId;
   if (typeof jobId !== 'string') throw new ExecError('the sidecar started the command but gave no job id: it is not this version\'s sidecar', 69);

@@ -5,6 +5,7 @@ import {http, https} from '../common/node-builtins.js';
 import {signRequest} from '../protocol/signature.js';
 import type {SidecarTarget} from './target.js';
 import type {JobRecordView, OutputStream} from '../protocol/job-record.js';
+import {oneLine} from '../common/printable.js';
 
 /** A signed GET or DELETE under /jobs (an empty body; the query is not signed, as Func signs the path only). */
 export async function jobsRequest(target: SidecarTarget, method: 'GET' | 'DELETE', path: string, query = ''): Promise<ExecReply> {
@@ -22,7 +23,7 @@ export function dataOf<T>(reply: ExecReply, what: string): T {
   if (reply.status >= 200 && reply.status < 300 && reply.body.ok) return reply.body.data as T;
   const hint = reply.status === 401 ? ' (is the key right? see sudo dffs-ctl secret show)' : '';
   const exit = reply.status === 401 ? 77 : reply.status === 404 ? 66 : 1;
-  throw new ExecError(`${what}: HTTP ${reply.status}: ${reply.body.message}${hint}`, exit);
+  throw new ExecError(`${what}: HTTP ${reply.status}: ${oneLine(String(reply.body.message))}${hint}`, exit);
 }
 
 export interface JobFilter {
@@ -85,7 +86,7 @@ export function readOutput(target: SidecarTarget, id: string, follow: boolean, h
             line = JSON.parse(text) as OutputLine;
           } catch {
             req.destroy();
-            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${text.slice(0, 200)}`, 69));
+            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${oneLine(text.slice(0, 200))}`, 69));
             return false;
           }
           if ('result' in line) result = line.result;

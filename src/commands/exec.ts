@@ -5,6 +5,7 @@ import {exitCodeOfJob, followJob, startJob, terminalQuestion} from '../client/ex
 import {resolveTarget} from '../client/target.js';
 import {targetFlags} from '../client/target-flags.js';
 import {exitCodeFor} from '../common/user-error.js';
+import {oneLine} from '../common/printable.js';
 
 export default class Exec extends JsonCommand {
   static override summary = 'Run a command through the sidecar, signed exactly as DataFlux Func signs it.';
@@ -90,7 +91,7 @@ As with ssh, flags come first; the first argument that is not a flag, or everyth
       const {record, stdout, stderr} = outcome;
       if (!json) {
         if (record.state === 'timed-out') this.logToStderr(`dffs-ctl: the command timed out (job ${jobId})`);
-        if (record.error) this.logToStderr(`dffs-ctl: ${record.error} (job ${jobId})`);
+        if (record.error) this.logToStderr(`dffs-ctl: ${oneLine(record.error)} (job ${jobId})`);
         if (record.truncated) this.logToStderr('dffs-ctl: the output was truncated at OUTPUT_LIMIT');
       }
       process.exitCode = exitCodeOfJob(record);

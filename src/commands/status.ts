@@ -1,7 +1,7 @@
 import {resolve} from 'node:path';
 import {Flags} from '@oclif/core';
 import {JsonCommand} from '../client/json-command.js';
-import {printable} from '../common/printable.js';
+import {oneLine} from '../common/printable.js';
 import {serveStatus, serviceStatus, type ServiceStatus} from '../admin/service.js';
 import {SYSTEM_CONFIG_PATH} from '../config/config.js';
 import {formatDuration} from '../common/duration.js';
@@ -65,7 +65,7 @@ Exit codes: 0 healthy, 1 installed (or configured) but not healthy, 3 not instal
       this.log(`Requests: ${counters.requests} (accepted ${counters.accepted}, refused ${counters.refused}${refusals ? `: ${refusals}` : ''})`);
       this.log(`Commands: succeeded ${counters.succeeded}, failed ${counters.failed}, timed out ${counters.timedOut}; running ${status.running?.length ?? 0}, queued ${status.queued ?? 0}`);
       this.log(`Callbacks: delivered ${counters.callbacksDelivered}, failed ${counters.callbacksFailed}`);
-      for (const job of status.running ?? []) this.log(`  running ${job.jobId} since ${job.startedAt} (pid ${job.pid}): ${printable(job.command.slice(0, 100))}`);
+      for (const job of status.running ?? []) this.log(`  running ${job.jobId} since ${job.startedAt} (pid ${job.pid}): ${oneLine(job.command.slice(0, 100))}`);
     }
     if (status.problems.length > 0) this.log(`\nProblems:\n${status.problems.map((problem) => `  - ${problem}`).join('\n')}`);
   }

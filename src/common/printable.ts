@@ -5,14 +5,20 @@
  * breaks and tabs are the caller's to lay out, and are kept.
  */
 export function printable(text: string): string {
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, '\ufffd');
+}
+
+/** Text for one line of a terminal: every run of white space one space, then printable. */
+export function oneLine(text: string): string {
+  return printable(text.replace(/\s+/g, ' '));
 }
 
 /**
  * What JSON.stringify leaves raw that a terminal may still act on: DEL, the C1 controls (xterm
- * takes U+009B as ESC [) and bidirectional overrides. It escapes the C0 range (ESC, BEL) itself.
+ * takes U+009B as ESC [), bidirectional marks and overrides, invisible characters and the line
+ * and paragraph separators. It escapes the C0 range (ESC, BEL) itself.
  */
-const RAW_IN_JSON = /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+const RAW_IN_JSON = /[\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
 
 /** JSON text with those characters written as \u escapes: the same data once parsed, harmless when printed. */
 export function terminalSafeJson(json: string): string {

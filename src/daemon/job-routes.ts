@@ -124,12 +124,23 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
   res.writeHead(200, {'Content-Type': 'application/x-ndjson; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff'});
   // A silent job's follower sees the answer begin at once, not at the first line.
   res.flushHeaders();
-  // Registered first: a reader's place comes back however its answer ends, a throw included.
+  // Registered first: a reader's place comes back however its answer ends, a throw included. A
+  // pipelined request's answer waits behind the one before it and never sees 'close' if the
+  // connection goes first: the connection's own close ends it too.
   let stop = () => {};
-  res.once('close', () => {
+  const connection = res.req.socket;
+  const ended = () => {
+    res.off('close', ended);
+    connection.off('close', ended);
     stop();
     release();
-  });
+  };
+  res.once('close', ended);
+  connection.once('close', ended);
+  if (connection.destroyed) {
+    ended();
+    return;
+  }
   stop = readRecord(
     record,
     follow,

@@ -1,7 +1,7 @@
 import {Box, Text, useApp, useInput, useStdin, useStdout} from 'ink';
 import {useEffect, useMemo, useState} from 'react';
 import {formatDuration} from '../common/duration.js';
-import {printable} from '../common/printable.js';
+import {oneLine, printable} from '../common/printable.js';
 import {applyMessage, callbackText, disconnected, initialState, matchesFilter, rateSeries, rowStateText, sparkline, type DashboardState, type RequestRow} from './model.js';
 import {JobOutput} from './JobOutput.js';
 import type {DashboardFeed} from './feed.js';
@@ -272,7 +272,7 @@ export function Dashboard({feed, colour, onQuit, exitWhenStopped = false, now = 
         {shownLines.map(([label, value]) => (
           <Text key={label} wrap="truncate">
             {paint(`${label.padEnd(11)} `, undefined, {dim: true})}
-            {printable(value)}
+            {oneLine(value)}
           </Text>
         ))}
         {row.refusal ? null : (

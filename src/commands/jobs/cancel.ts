@@ -1,5 +1,6 @@
 import {Args} from '@oclif/core';
 import {JsonCommand} from '../../client/json-command.js';
+import {oneLine} from '../../common/printable.js';
 import {cancelJob} from '../../client/jobs-client.js';
 import {resolveTarget} from '../../client/target.js';
 import {targetFlags} from '../../client/target-flags.js';
@@ -21,7 +22,7 @@ export default class JobsCancel extends JsonCommand {
     const {args, flags} = await this.parse(JobsCancel);
     try {
       const job = await cancelJob(resolveTarget(flags), args.id);
-      this.log(`Cancelling job ${job.id} (${job.state}): ${job.command}`);
+      this.log(`Cancelling job ${job.id} (${job.state}): ${oneLine(job.command)}`);
       return job;
     } catch (error) {
       const exit = exitCodeFor(error);

@@ -3,6 +3,7 @@ import {JsonCommand} from '../../client/json-command.js';
 import {configTarget} from '../../admin/config-target.js';
 import {listKeys, type KeyListing} from '../../admin/keys.js';
 import {exitCodeFor} from '../../common/user-error.js';
+import {terminalSafeJson} from '../../common/printable.js';
 
 export default class Keys extends JsonCommand {
   static override summary = 'List the keys requests may be signed with, and what each may run.';
@@ -25,7 +26,7 @@ export default class Keys extends JsonCommand {
       if (keys.length === 0) this.log('No keys: install or serve sets SECRET_KEY.');
       for (const key of keys) {
         const limits = [
-          key.unrestricted ? 'any command' : `commands matching ${key.allow?.map((pattern) => JSON.stringify(pattern)).join(' or ') || '(none)'}`,
+          key.unrestricted ? 'any command' : `commands matching ${key.allow?.map((pattern) => terminalSafeJson(JSON.stringify(pattern))).join(' or ') || '(none)'}`,
           key.workdir ? `in ${key.workdir}` : '',
           key.env ? `variables ${key.env.join(', ') || '(none)'}` : '',
           key.maxTimeout ? `at most ${key.maxTimeout} s` : '',
