@@ -54,6 +54,9 @@ describe('event bus and log lines', () => {
     for (const json of [true, false]) assert.doesNotMatch(formatEvent(event, json), /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
     assert.equal(JSON.parse(formatEvent(event, true)).command, command);
     assert.ok(formatEvent(event, false).includes('\\u009b2J \\u007f \\u202eexe.sh'));
+    // A line in the journal that only looks like an event may have any field name.
+    const named = {type: 'started', time: 0, level: 'info', '\x1b]0;owned\x07': 1} as unknown as SidecarEvent;
+    assert.doesNotMatch(formatEvent(named, false), /[\x00-\x1f]/);
   });
 
   it('writes a JSON line exactly as JSON.stringify of time, level, event and the fields (named as identifiers, as events are) would, what a terminal acts on escaped', () => {

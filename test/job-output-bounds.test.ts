@@ -5,7 +5,7 @@ import {writeFileSync} from 'node:fs';
 import {request, type ClientRequest, type IncomingMessage} from 'node:http';
 import {connect} from 'node:net';
 import {join} from 'node:path';
-import {describe, it} from 'node:test';
+import {after, describe, it} from 'node:test';
 import {setFlagsFromString} from 'node:v8';
 import {runInNewContext} from 'node:vm';
 import {cancelJob, showJob} from '../src/client/jobs-client.js';
@@ -111,6 +111,10 @@ describe("a reader's place among the followers", () => {
 
   it(`is given back for every answer of a pipelining connection that is reset, the queued ones included`, async () => {
     const {url} = await startTestDaemon();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => void warnings.push(warning);
+    process.on('warning', onWarning);
+    after(() => process.off('warning', onWarning));
     const id = await start(url, 'sleep 60');
     const path = `/jobs/${id}/output`;
     // Requests one after another on one connection, before any answer: only the first answer
@@ -138,6 +142,8 @@ describe("a reader's place among the followers", () => {
     }, 5_000, `${FOLLOWERS_PER_KEY_MAX} followers let in after the reset`);
     for (const {req} of followers) req.destroy();
     await cancelJob({baseUrl: url, secretKey: TEST_SECRET}, id);
+    // One close listener per connection, however many answers wait on it.
+    assert.deepEqual(warnings.map((warning) => warning.name), []);
   });
 });
 

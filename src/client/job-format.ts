@@ -16,7 +16,7 @@ function outcome(job: JobRecordView): string {
 }
 
 export function jobTable(jobs: JobRecordView[]): string[] {
-  const rows = jobs.map((job) => [job.id, job.state, job.key, job.startedAt ?? job.queuedAt, job.durationMs === undefined ? '' : `${(job.durationMs / 1000).toFixed(1)}s`, outcome(job), cut(job.command, COMMAND_WIDTH)]);
+  const rows = jobs.map((job) => [...[job.id, job.state, job.key, job.startedAt ?? job.queuedAt, job.durationMs === undefined ? '' : `${(job.durationMs / 1000).toFixed(1)}s`, outcome(job)].map((cell) => oneLine(String(cell))), cut(job.command, COMMAND_WIDTH)]);
   const header = ['JOB', 'STATE', 'KEY', 'STARTED', 'TOOK', 'RESULT', 'COMMAND'];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
   return [header, ...rows].map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]))).join('  '));

@@ -56,6 +56,20 @@ export interface OutputHandlers {
 
 type OutputLine = {stream: OutputStream; data: string} | {skipped: {stream: OutputStream; bytes: number}} | {result: JobRecordView};
 
+const isStream = (value: unknown): value is OutputStream => value === 'stdout' || value === 'stderr';
+
+/** A line as the sidecar writes them: anything else (a stream it has not, a count that is no count) is refused. */
+function isOutputLine(line: unknown): line is OutputLine {
+  if (typeof line !== 'object' || line === null) return false;
+  const fields = line as Record<string, unknown>;
+  if ('result' in fields) return typeof fields.result === 'object' && fields.result !== null;
+  if ('skipped' in fields) {
+    const skipped = fields.skipped as Record<string, unknown> | null;
+    return typeof skipped === 'object' && skipped !== null && isStream(skipped.stream) && Number.isSafeInteger(skipped.bytes) && (skipped.bytes as number) >= 0;
+  }
+  return isStream(fields.stream) && typeof fields.data === 'string';
+}
+
 /** GET /jobs/{id}/output: what is kept, then (follow) the rest as it comes; resolves with the final record. */
 export function readOutput(target: SidecarTarget, id: string, follow: boolean, handlers: OutputHandlers, signal?: AbortSignal): Promise<JobRecordView> {
   const path = `/jobs/${id}/output`;
@@ -81,12 +95,17 @@ export function readOutput(target: SidecarTarget, id: string, follow: boolean, h
       const lines = new LineBuffer();
       res.on('data', (chunk: string) =>
         lines.push(chunk, (text) => {
-          let line: OutputLine;
+          let line: unknown;
           try {
-            line = JSON.parse(text) as OutputLine;
+            line = JSON.parse(text) as unknown;
           } catch {
             req.destroy();
             reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not JSON: ${oneLine(text.slice(0, 200))}`, 69));
+            return false;
+          }
+          if (!isOutputLine(line)) {
+            req.destroy();
+            reject(new ExecError(`${target.baseUrl} sent a line of job ${id}'s output that is not the sidecar's: ${oneLine(text.slice(0, 200))}`, 69));
             return false;
           }
           if ('result' in line) result = line.result;

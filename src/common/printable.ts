@@ -5,7 +5,7 @@
  * breaks and tabs are the caller's to lay out, and are kept.
  */
 export function printable(text: string): string {
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, '\ufffd');
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\uffa0\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu, '\ufffd');
 }
 
 /** Text for one line of a terminal: every run of white space one space, then printable. */
@@ -14,13 +14,13 @@ export function oneLine(text: string): string {
 }
 
 /**
- * What JSON.stringify leaves raw that a terminal may still act on: DEL, the C1 controls (xterm
- * takes U+009B as ESC [), bidirectional marks and overrides, invisible characters and the line
- * and paragraph separators. It escapes the C0 range (ESC, BEL) itself.
+ * What JSON.stringify leaves raw that a terminal may still act on, or that hides text: DEL, the C1
+ * controls (xterm takes U+009B as ESC [), bidirectional marks and overrides, invisible and tag
+ * characters, the line and paragraph separators. It escapes the C0 range (ESC, BEL) itself.
  */
-const RAW_IN_JSON = /[\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+const RAW_IN_JSON = /[\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\uffa0\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu;
 
-/** JSON text with those characters written as \u escapes: the same data once parsed, harmless when printed. */
+/** JSON text with those characters written as \u escapes (a pair for one beyond U+FFFF): the same data once parsed, harmless when printed. */
 export function terminalSafeJson(json: string): string {
-  return json.replace(RAW_IN_JSON, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return json.replace(RAW_IN_JSON, (character) => Array.from({length: character.length}, (_, index) => `\\u${character.charCodeAt(index).toString(16).padStart(4, '0')}`).join(''));
 }

@@ -2,6 +2,7 @@
 // empty body): GET /jobs, GET /jobs/{id}, GET /jobs/{id}/output[?follow=1], DELETE /jobs/{id}.
 // A key with an allow list sees only the jobs it started; a key that may run anything sees all.
 import type {ServerResponse} from 'node:http';
+import type {Socket} from 'node:net';
 import type {AcceptedKey} from '../config/config.js';
 import type {JobRecord, JobStore} from './jobs.js';
 import {drainedOrClosed, readRecord} from './output-reader.js';
@@ -115,6 +116,25 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
   sendJson(res, 200, {ok: true, message: '', data: {jobs}});
 }
 
+/** The readers' ends to call when a connection closes: one listener per connection, however many answers wait on it. */
+const readersByConnection = new WeakMap<Socket, Set<() => void>>();
+
+const readersOf = (connection: Socket) => readersByConnection.get(connection);
+
+function endWithConnection(connection: Socket, ended: () => void): void {
+  let readers = readersOf(connection);
+  if (!readers) {
+    const created = new Set<() => void>();
+    readers = created;
+    readersByConnection.set(connection, created);
+    connection.once('close', () => {
+      readersByConnection.delete(connection);
+      for (const end of created) end();
+    });
+  }
+  readers.add(ended);
+}
+
 /**
  * GET /jobs/{id}/output: newline-delimited JSON, chunked, as output-reader.ts reads it: {"stream",
  * "data"} lines, {"skipped"} where output was not kept or a follower fell behind, and last
@@ -128,19 +148,22 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
   // pipelined request's answer waits behind the one before it and never sees 'close' if the
   // connection goes first: the connection's own close ends it too.
   let stop = () => {};
+  let done = false;
   const connection = res.req.socket;
   const ended = () => {
+    if (done) return;
+    done = true;
     res.off('close', ended);
-    connection.off('close', ended);
+    readersOf(connection)?.delete(ended);
     stop();
     release();
   };
   res.once('close', ended);
-  connection.once('close', ended);
   if (connection.destroyed) {
     ended();
     return;
   }
+  endWithConnection(connection, ended);
   stop = readRecord(
     record,
     follow,

@@ -15,7 +15,7 @@ export function formatFields(event: SidecarEvent): string {
   const {time: _time, level: _level, type: _type, ...fields} = event;
   return Object.entries(fields)
     .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => `${key}=${plainValue(value)}`)
+    .map(([key, value]) => `${/^\w+$/.test(key) ? key : plainValue(key)}=${plainValue(value)}`)
     .join(' ');
 }
 

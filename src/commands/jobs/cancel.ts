@@ -22,7 +22,7 @@ export default class JobsCancel extends JsonCommand {
     const {args, flags} = await this.parse(JobsCancel);
     try {
       const job = await cancelJob(resolveTarget(flags), args.id);
-      this.log(`Cancelling job ${job.id} (${job.state}): ${oneLine(job.command)}`);
+      this.log(oneLine(`Cancelling job ${job.id} (${job.state}): ${job.command}`));
       return job;
     } catch (error) {
       const exit = exitCodeFor(error);

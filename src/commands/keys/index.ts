@@ -3,7 +3,7 @@ import {JsonCommand} from '../../client/json-command.js';
 import {configTarget} from '../../admin/config-target.js';
 import {listKeys, type KeyListing} from '../../admin/keys.js';
 import {exitCodeFor} from '../../common/user-error.js';
-import {terminalSafeJson} from '../../common/printable.js';
+import {oneLine, terminalSafeJson} from '../../common/printable.js';
 
 export default class Keys extends JsonCommand {
   static override summary = 'List the keys requests may be signed with, and what each may run.';
@@ -31,7 +31,7 @@ export default class Keys extends JsonCommand {
           key.env ? `variables ${key.env.join(', ') || '(none)'}` : '',
           key.maxTimeout ? `at most ${key.maxTimeout} s` : '',
         ].filter(Boolean);
-        this.log(`${key.name.padEnd(16)} ${limits.join('; ')}${key.createdAt ? ` (since ${key.createdAt})` : ''}`);
+        this.log(`${oneLine(key.name).padEnd(16)} ${oneLine(limits.join('; '))}${key.createdAt ? ` (since ${oneLine(key.createdAt)})` : ''}`);
       }
       return {keys};
     } catch (error) {
