@@ -4,7 +4,7 @@
 import {ExecError, sendShell, type ExecRequest} from './exec-client.js';
 import {cancelJob, readOutput} from './jobs-client.js';
 import type {SidecarTarget} from './target.js';
-import type {JobRecordView} from '../protocol/job-record.js';
+import {JOB_ID, type JobRecordView} from '../protocol/job-record.js';
 import {oneLine} from '../common/printable.js';
 
 const SIGNAL_NUMBERS: Record<string, number> = {SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15};
@@ -18,9 +18,6 @@ export function exitCodeOfJob(record: Pick<JobRecordView, 'state' | 'exitCode' |
   return 128 + (SIGNAL_NUMBERS[String(record.signal)] ?? 0);
 }
 
-/** The daemon's job ids (randomUUID): printed, and put in URLs, only once they match. */
-const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 /** Starts a command without waiting; returns its job id. */
 export async function startJob(target: SidecarTarget, request: Omit<ExecRequest, 'wait'>): Promise<string> {
   const {status, body} = await sendShell(target.baseUrl, target.secretKey, {...request, wait: false}, target.ca);
@@ -29,6 +26,7 @@ export async function startJob(target: SidecarTarget, request: Omit<ExecRequest,
     throw new ExecError(`the sidecar refused the request: HTTP ${status}: ${oneLine(String(body.message))}${hint}`, status === 401 ? 77 : 1);
   }
   const jobId = body.data?.jobId;
+  // Printed, and put in URLs, only once it is one of the daemon's.
   if (typeof jobId !== 'string' || !JOB_ID.test(jobId)) throw new ExecError('the sidecar started the command but gave no job id: it is not this version\'s sidecar', 69);
   return jobId;
 }

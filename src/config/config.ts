@@ -165,15 +165,20 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
     return fail('(whole file)', 'must be a JSON object such as {"BIND": "127.0.0.1:8099", "SECRET_KEY": "..."}');
   }
   const config = raw as Record<string, unknown>;
+  /** A string setting read by `parse`, whose own error (`ParseError`) says what is wrong with it. */
+  const parsed = <T>(key: string, example: string, parse: (text: string) => T, ParseError: typeof BindError | typeof AllowFromError): T => {
+    const value = config[key];
+    if (typeof value !== 'string') return fail(key, `must be a string such as "${example}"`);
+    try {
+      return parse(value);
+    } catch (error) {
+      if (error instanceof ParseError) fail(key, `is invalid: ${error.message}`);
+      throw error;
+    }
+  };
   for (const [key, value] of Object.entries(config)) {
     if (key === 'BIND') {
-      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.1:8099,172.17.0.1:8099"');
-      try {
-        parseBindList(value as string);
-      } catch (error) {
-        if (error instanceof BindError) fail(key, `is invalid: ${error.message}`);
-        throw error;
-      }
+      parsed(key, '127.0.0.1:8099,172.17.0.1:8099', parseBindList, BindError);
     } else if (key === 'SECRET_KEY' || key === 'OLD_SECRET_KEY') {
       if (typeof value !== 'string') fail(key, 'must be a string');
       const problem = secretKeyProblem(value as string);
@@ -181,22 +186,9 @@ export function validateConfig(raw: unknown, path: string): StoredConfig {
     } else if (key === 'TLS_CERT' || key === 'TLS_KEY') {
       if (typeof value !== 'string' || !value.startsWith('/')) fail(key, 'must be the absolute path of a PEM file');
     } else if (key === 'ALLOW_FROM') {
-      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.0/8,::1,172.16.0.0/12"');
-      try {
-        parseAllowFrom(value as string);
-      } catch (error) {
-        if (error instanceof AllowFromError) fail(key, `is invalid: ${error.message}`);
-        throw error;
-      }
+      parsed(key, '127.0.0.0/8,::1,172.16.0.0/12', parseAllowFrom, AllowFromError);
     } else if (key === 'METRICS_BIND') {
-      if (typeof value !== 'string') fail(key, 'must be a string such as "127.0.0.1:9464"');
-      let addresses: BindAddress[] = [];
-      try {
-        addresses = parseBindList(value as string);
-      } catch (error) {
-        if (error instanceof BindError) fail(key, `is invalid: ${error.message}`);
-        throw error;
-      }
+      const addresses = parsed(key, '127.0.0.1:9464', parseBindList, BindError);
       if (addresses.length !== 1 || addresses[0].tls) fail(key, 'must be one plain host:port, such as "127.0.0.1:9464" (Prometheus scrapes it over HTTP; keep it on loopback or a private network)');
     } else if (key === 'SECRET_CREATED_AT' || key === 'OLD_SECRET_EXPIRES_AT') {
       if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) fail(key, 'must be an ISO date string');

@@ -5,11 +5,12 @@ import type {ServerResponse} from 'node:http';
 import type {Socket} from 'node:net';
 import type {AcceptedKey} from '../config/config.js';
 import type {JobRecord, JobStore} from './jobs.js';
-import {drainedOrClosed, readRecord} from './output-reader.js';
+import {drainedOrClosed} from '../common/drained.js';
+import {readRecord} from './output-reader.js';
 import type {CancelOutcome} from './job-queue.js';
 import {Refusal} from './refusal.js';
 import {sendJson} from './reply.js';
-import type {JobState} from '../protocol/job-record.js';
+import {JOB_ID, type JobState} from '../protocol/job-record.js';
 
 export type JobRoute =
   | {kind: 'list'}
@@ -17,7 +18,6 @@ export type JobRoute =
   | {kind: 'output'; id: string}
   | {kind: 'cancel'; id: string};
 
-const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /**
  * Connections reading jobs' output, all keys together and per key: a follower is held open as long
  * as its job runs, and each holds a piece of output and what it has not read of the live output.
@@ -119,20 +119,17 @@ export function listJobs(res: ServerResponse, store: JobStore, key: AcceptedKey,
 /** The readers' ends to call when a connection closes: one listener per connection, however many answers wait on it. */
 const readersByConnection = new WeakMap<Socket, Set<() => void>>();
 
-const readersOf = (connection: Socket) => readersByConnection.get(connection);
-
 function endWithConnection(connection: Socket, ended: () => void): void {
-  let readers = readersOf(connection);
-  if (!readers) {
-    const created = new Set<() => void>();
-    readers = created;
-    readersByConnection.set(connection, created);
-    connection.once('close', () => {
-      readersByConnection.delete(connection);
-      for (const end of created) end();
-    });
+  const known = readersByConnection.get(connection);
+  if (known) {
+    known.add(ended);
+    return;
   }
-  readers.add(ended);
+  const readers = new Set([ended]);
+  readersByConnection.set(connection, readers);
+  connection.once('close', () => {
+    for (const end of readers) end();
+  });
 }
 
 /**
@@ -154,7 +151,7 @@ export function streamOutput(res: ServerResponse, record: JobRecord, follow: boo
     if (done) return;
     done = true;
     res.off('close', ended);
-    readersOf(connection)?.delete(ended);
+    readersByConnection.get(connection)?.delete(ended);
     stop();
     release();
   };

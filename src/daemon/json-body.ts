@@ -1,4 +1,5 @@
 import type {Writable} from 'node:stream';
+import {drainedOrClosed} from '../common/drained.js';
 
 /**
  * Long strings are escaped this many UTF-16 units at a time: at most 96 KiB escaped, under V8's
@@ -13,19 +14,6 @@ export function isShortString(text: string): boolean {
 
 /** A part of a JSON document: JSON text as is, or a string to write as a JSON string. */
 export type JsonPart = string | {string: string};
-
-/** Resolves when the stream can take more, or is closed; leaves no listener behind. */
-function drainedOrClosed(stream: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
-}
 
 function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;

@@ -56,19 +56,6 @@ function* pieces(buffers: Buffer[]): Generator<Buffer> {
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Resolves when a response or socket can take more, or has closed: a sink's drained(). */
-export function drainedOrClosed(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.once('drain', done);
-    stream.once('close', done);
-  });
-}
-
 /**
  * Reads a job's output into `sink` until its end (or, without `follow`, until what is held now),
  * then the result. Returns the stop, for a reader that goes; `onError` hears of a failure, after

@@ -4,6 +4,9 @@ export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'timed-ou
 
 export type OutputStream = 'stdout' | 'stderr';
 
+/** A job's id, as the daemon makes them (randomUUID): anything else is no job's. */
+export const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export interface CallbackAttempt {
   attempt: number;
   ok: boolean;
